@@ -1,0 +1,346 @@
+"""Components, their close codes, wire-code validity and close-reason limits.
+
+Every close code ws_diag uses is defined here; other modules name them.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+__all__ = [
+    "CLOSE_GOING_AWAY",
+    "CLOSE_INTERNAL_ERROR",
+    "CLOSE_NORMAL",
+    "CLOSE_NO_STATUS",
+    "MAX_REASON_BYTES",
+    "CodeScheme",
+    "Component",
+    "ComponentLike",
+    "CustomComponent",
+    "frame_code",
+    "is_sendable_close_code",
+    "repair_close_code",
+    "truncate_reason",
+    "validate_components",
+    "wire_code",
+]
+
+CodeScheme = Literal["private", "legacy"]
+
+CLOSE_NORMAL = 1000
+CLOSE_GOING_AWAY = 1001
+# RFC 6455 7.4.1: 1005 means "no status code was present"; it must not be sent.
+CLOSE_NO_STATUS = 1005
+CLOSE_INTERNAL_ERROR = 1011
+
+# RFC 6455 5.5: a control frame payload is at most 125 bytes, 2 of them the code.
+MAX_REASON_BYTES = 123
+
+# Codes a server may put in a close frame: the registered ones a server can
+# send (RFC 6455 7.4.1 plus IANA's 1012-1014), the registered range 3000-3999
+# and the private range 4000-4999. 1004 is reserved; 1005, 1006 and 1015 must
+# never be sent; anything else is rejected by clients (measured: the client
+# sees 1006).
+_SENDABLE_REGISTERED = frozenset({1000, 1001, 1002, 1003, *range(1007, 1015)})
+_PRIVATE_MIN = 4000
+_PRIVATE_MAX = 4999
+
+
+def is_sendable_close_code(code: int) -> bool:
+    """Tell whether a server can put ``code`` in a close frame and have it delivered."""
+    return code in _SENDABLE_REGISTERED or 3000 <= code <= _PRIVATE_MAX
+
+
+def repair_close_code(code: int) -> int:
+    """Return a deliverable close code for one an app asked for.
+
+    A sendable code is returned unchanged. 1005 ("no status") becomes 1000,
+    which is what hypercorn and uvicorn-wsproto already do with it; every other
+    undeliverable code (1004, 1006, 1015, < 1000, 1016-2999, >= 5000) becomes
+    1011, an unexpected condition, instead of a dropped connection.
+    """
+    if is_sendable_close_code(code):
+        return code
+    if code == CLOSE_NO_STATUS:
+        return CLOSE_NORMAL
+    return CLOSE_INTERNAL_ERROR
+
+
+def truncate_reason(reason: str) -> str:
+    """Cut a close reason to at most 123 UTF-8 bytes, on a character boundary.
+
+    Characters that cannot be encoded (lone surrogates) are replaced by ``?``.
+    """
+    try:
+        encoded = reason.encode("utf-8")
+    except UnicodeEncodeError:
+        encoded = reason.encode("utf-8", "replace")
+    else:
+        if len(encoded) <= MAX_REASON_BYTES:
+            return reason
+    # Dropping the bytes of a character cut in two keeps the text valid UTF-8.
+    return encoded[:MAX_REASON_BYTES].decode("utf-8", "ignore")
+
+
+class ComponentLike(Protocol):
+    """What ws_diag needs to know about a component, built in or custom."""
+
+    @property
+    def key(self) -> str: ...
+    @property
+    def display_name(self) -> str: ...
+    @property
+    def code(self) -> int: ...
+    @property
+    def legacy_code(self) -> int: ...
+    @property
+    def description(self) -> str: ...
+    @property
+    def suggestions(self) -> tuple[str, ...]: ...
+    @property
+    def retryable(self) -> bool: ...
+    @property
+    def http_status(self) -> int: ...
+
+
+_SERVICE_UNAVAILABLE = 503
+
+
+class Component(enum.Enum):
+    """The built-in components and their codes.
+
+    ``code`` is the private-use code (4000-4999, the default scheme); ``legacy_code``
+    the seed's numbering (1002-1010), which only ever reaches the wire when it is
+    deliverable (see :func:`wire_code`). ``GENERIC`` is 1011 in both schemes.
+    """
+
+    key: str
+    display_name: str
+    code: int
+    legacy_code: int
+    description: str
+    suggestions: tuple[str, ...]
+    retryable: bool
+    http_status: int
+
+    AUTH = (
+        "auth",
+        "Authentication",
+        4002,
+        1002,
+        "Authentication failed",
+        ("Check that the client sends valid, unexpired credentials",),
+        False,
+        403,
+    )
+    FACTORY = (
+        "factory",
+        "Factory",
+        4003,
+        1003,
+        "Session factory failed to create the connection's resources",
+        ("Check the factory's configuration and its own dependencies",),
+        True,
+        _SERVICE_UNAVAILABLE,
+    )
+    HANDLER = (
+        "handler",
+        "Message Handler",
+        4004,
+        1004,
+        "The message handler failed",
+        ("Check the server log for the incident id", "Check the message format the client sends"),
+        False,
+        500,
+    )
+    DATABASE = (
+        "database",
+        "Database",
+        4005,
+        1005,
+        "Database unavailable",
+        ("Check database connectivity and credentials", "Check the connection pool size and limits"),
+        True,
+        _SERVICE_UNAVAILABLE,
+    )
+    DEPENDENCY = (
+        "dependency",
+        "Dependencies",
+        4006,
+        1006,
+        "A required dependency or setting is missing",
+        ("Check required environment variables and configuration",),
+        False,
+        _SERVICE_UNAVAILABLE,
+    )
+    REDIS = (
+        "redis",
+        "Redis",
+        4007,
+        1007,
+        "Redis unavailable",
+        ("Check Redis connectivity and credentials", "Check Redis memory and client limits"),
+        True,
+        _SERVICE_UNAVAILABLE,
+    )
+    SUPERVISOR = (
+        "supervisor",
+        "Agent Supervisor",
+        4008,
+        1008,
+        "The agent supervisor is unavailable",
+        ("Check that the agent supervisor is running and reachable",),
+        True,
+        _SERVICE_UNAVAILABLE,
+    )
+    BRIDGE = (
+        "bridge",
+        "WebSocket Bridge",
+        4009,
+        1009,
+        "The WebSocket bridge failed",
+        ("Check the message bridge between the socket and the back end",),
+        True,
+        _SERVICE_UNAVAILABLE,
+    )
+    INTEGRATION = (
+        "integration",
+        "Integration",
+        4010,
+        1010,
+        "An external integration failed",
+        ("Check the external service's status and credentials",),
+        True,
+        _SERVICE_UNAVAILABLE,
+    )
+    GENERIC = (
+        "generic",
+        "Generic Internal",
+        CLOSE_INTERNAL_ERROR,
+        CLOSE_INTERNAL_ERROR,
+        "Internal server error",
+        ("Check the server log for the incident id",),
+        True,
+        500,
+    )
+
+    def __init__(
+        self,
+        key: str,
+        display_name: str,
+        code: int,
+        legacy_code: int,
+        description: str,
+        suggestions: tuple[str, ...],
+        retryable: bool,
+        http_status: int,
+    ) -> None:
+        self.key = key
+        self.display_name = display_name
+        self.code = code
+        self.legacy_code = legacy_code
+        self.description = description
+        self.suggestions = suggestions
+        self.retryable = retryable
+        self.http_status = http_status
+
+
+_RESERVED_CODES = frozenset(member.code for member in Component)
+_RESERVED_KEYS = frozenset(member.key for member in Component)
+
+
+@dataclass(frozen=True, slots=True)
+class CustomComponent:
+    """A component of the user's own, with a private-use code in 4000-4999.
+
+    Args:
+        key: short identifier, used as a probe name and in reports (``"billing"``).
+        display_name: what the JSON frame's ``component`` says (``"Billing"``).
+        code: close code, 4000-4999, not one of the built-in components' codes.
+        description: the standard message sent when no safe message is known.
+        suggestions: hints for whoever reads the frame.
+        retryable: whether a client may simply reconnect.
+        http_status: status for the ``http_denial`` pre-accept mode.
+        legacy_code: the code in the ``legacy`` scheme; defaults to ``code``.
+
+    Raises:
+        ValueError: a code outside 4000-4999 or reserved by a built-in component,
+            a key of a built-in component, or an empty key or display name.
+    """
+
+    key: str
+    display_name: str
+    code: int
+    description: str = "A component failed"
+    suggestions: tuple[str, ...] = ()
+    retryable: bool = True
+    http_status: int = _SERVICE_UNAVAILABLE
+    legacy_code: int = field(default=0)
+
+    def __post_init__(self) -> None:
+        if not self.key or not self.display_name:
+            msg = f"custom component needs a key and a display name, got {self.key!r}, {self.display_name!r}"
+            raise ValueError(msg)
+        if self.key in _RESERVED_KEYS:
+            msg = f"component key {self.key!r} is reserved by a built-in component"
+            raise ValueError(msg)
+        if not _PRIVATE_MIN <= self.code <= _PRIVATE_MAX:
+            msg = f"component {self.key!r}: code {self.code} is outside the private range 4000-4999"
+            raise ValueError(msg)
+        if self.code in _RESERVED_CODES:
+            msg = f"component {self.key!r}: code {self.code} is reserved by a built-in component"
+            raise ValueError(msg)
+        if not 400 <= self.http_status <= 599:
+            msg = f"component {self.key!r}: http_status {self.http_status} is not an HTTP error status"
+            raise ValueError(msg)
+        if self.legacy_code == 0:
+            object.__setattr__(self, "legacy_code", self.code)
+        elif not is_sendable_close_code(self.legacy_code) and self.legacy_code not in _RESERVED_CODES:
+            msg = f"component {self.key!r}: legacy_code {self.legacy_code} is not a close code"
+            raise ValueError(msg)
+        object.__setattr__(self, "suggestions", tuple(self.suggestions))
+
+
+def validate_components(components: Iterable[ComponentLike]) -> tuple[ComponentLike, ...]:
+    """Check that custom components do not share a key or a code.
+
+    Raises:
+        ValueError: naming the first duplicate key or code.
+    """
+    seen_keys: dict[str, ComponentLike] = {c.key: c for c in Component}
+    seen_codes: dict[int, ComponentLike] = {c.code: c for c in Component}
+    result = []
+    for component in components:
+        if isinstance(component, Component):
+            continue
+        if component.key in seen_keys:
+            msg = f"duplicate component key {component.key!r}"
+            raise ValueError(msg)
+        if component.code in seen_codes:
+            other = seen_codes[component.code]
+            msg = f"component {component.key!r}: code {component.code} is already used by {other.key!r}"
+            raise ValueError(msg)
+        seen_keys[component.key] = component
+        seen_codes[component.code] = component
+        result.append(component)
+    return tuple(result)
+
+
+def frame_code(component: ComponentLike, scheme: CodeScheme) -> int:
+    """The code the JSON diagnostic frame reports for ``component``."""
+    return component.legacy_code if scheme == "legacy" else component.code
+
+
+def wire_code(component: ComponentLike, scheme: CodeScheme) -> int:
+    """The code put in the close frame for ``component``.
+
+    In the ``legacy`` scheme the legacy code is used when a server can deliver
+    it (1002, 1003, 1007-1010); 1004, 1005 and 1006 cannot be delivered, so
+    those components close with their private code (4004, 4005, 4006).
+    """
+    if scheme == "legacy" and is_sendable_close_code(component.legacy_code):
+        return component.legacy_code
+    return component.code

@@ -1,0 +1,194 @@
+"""A diagnosis, and what the client gets from it: the JSON frame and the close reason.
+
+Redaction lives here too: everything that leaves the process goes through it.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import TYPE_CHECKING, Any, Literal
+
+from .codes import CodeScheme, ComponentLike, frame_code, truncate_reason
+
+if TYPE_CHECKING:
+    from .errors import WebSocketComponentError
+
+__all__ = [
+    "MAX_DETAILS_BYTES",
+    "Diagnosis",
+    "DiagnosisSource",
+    "build_frame",
+    "close_reason",
+    "describe_exception",
+    "frame_json",
+    "frame_schema",
+    "new_incident_id",
+    "redact",
+]
+
+DiagnosisSource = Literal["error", "exception", "probe", "default"]
+
+# A frame must stay small enough to be cheap for every client; details beyond
+# this are replaced by a marker rather than sent.
+MAX_DETAILS_BYTES = 2048
+
+_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@\s]*)@")
+_KEY_VALUE_SECRET = re.compile(
+    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key)\b\s*[=:]\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^\s,;&]+)",
+    re.IGNORECASE,
+)
+
+
+def redact(text: str) -> str:
+    """Remove credentials from ``text``: URL passwords and ``password=...`` pairs."""
+    text = _URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
+    return _KEY_VALUE_SECRET.sub(r"\g<key>***", text)
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` for an exception, redacted."""
+    text = str(exc)
+    name = type(exc).__qualname__
+    return redact(f"{name}: {text}" if text else name)
+
+
+def new_incident_id() -> str:
+    """A short random id that ties a client's frame to the server's log line."""
+    return secrets.token_hex(8)
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """Which component failed, and what may be said about it.
+
+    ``message`` is always safe to send. ``details`` and ``root_cause`` are sent
+    only when the user opted in with ``expose_details``.
+    """
+
+    component: ComponentLike
+    message: str
+    source: DiagnosisSource
+    retryable: bool
+    user_id: str | None = None
+    details: Mapping[str, Any] = field(default_factory=dict)
+    root_cause: str | None = None
+    probe: str | None = None
+    incident_id: str = field(default_factory=new_incident_id)
+    timestamp: datetime = field(default_factory=_utc_now)
+
+    @classmethod
+    def from_component_error(cls, error: WebSocketComponentError) -> Diagnosis:
+        """The application named the component: use what it said."""
+        cause = error.root_cause
+        if isinstance(cause, BaseException):
+            cause = describe_exception(cause)
+        elif cause is None and error.__cause__ is not None:
+            cause = describe_exception(error.__cause__)
+        return cls(
+            component=error.component,
+            message=error.message,
+            source="error",
+            retryable=error.retryable,
+            user_id=error.user_id,
+            details=error.details,
+            root_cause=cause,
+        )
+
+    @classmethod
+    def for_component(
+        cls,
+        component: ComponentLike,
+        source: DiagnosisSource,
+        *,
+        exc: BaseException | None = None,
+        probe: str | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> Diagnosis:
+        """A diagnosis ws_diag worked out itself: the message is the component's standard one."""
+        return cls(
+            component=component,
+            message=component.description,
+            source=source,
+            retryable=component.retryable,
+            root_cause=describe_exception(exc) if exc is not None else None,
+            probe=probe,
+            details=details or {},
+        )
+
+
+_SECRET_KEY = re.compile(r"password|passwd|pwd|secret|token|api[_-]?key|dsn|credential", re.IGNORECASE)
+
+
+def _redact_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, Mapping):
+        return {str(k): "***" if _SECRET_KEY.search(str(k)) else _redact_value(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact_value(v) for v in value]
+    return value
+
+
+def _bounded_details(details: Mapping[str, Any]) -> dict[str, Any] | None:
+    if not details:
+        return None
+    try:
+        redacted: dict[str, Any] = json.loads(json.dumps(_redact_value(details), default=str))
+    except (TypeError, ValueError, RecursionError):
+        return {"unserialisable": True}
+    size = len(json.dumps(redacted))
+    if size > MAX_DETAILS_BYTES:
+        return {"truncated": True, "size": size}
+    return redacted
+
+
+def _iso_millis(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def build_frame(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details: bool) -> dict[str, Any]:
+    """The JSON diagnostic frame, as a dict (schema: ``ws_diag/schemas/frame.schema.json``)."""
+    component = diagnosis.component
+    return {
+        "type": "error",
+        "error": {
+            "code": frame_code(component, code_scheme),
+            "component": component.display_name,
+            "message": redact(diagnosis.message),
+            "user_id": diagnosis.user_id,
+            "timestamp": _iso_millis(diagnosis.timestamp),
+            "details": _bounded_details(diagnosis.details) if expose_details else None,
+            "root_cause": redact(diagnosis.root_cause) if expose_details and diagnosis.root_cause else None,
+            "suggestions": list(component.suggestions),
+            "incident_id": diagnosis.incident_id,
+            "retryable": diagnosis.retryable,
+        },
+    }
+
+
+def frame_json(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details: bool) -> str:
+    """The JSON diagnostic frame, serialised compactly."""
+    frame = build_frame(diagnosis, code_scheme=code_scheme, expose_details=expose_details)
+    return json.dumps(frame, separators=(",", ":"), default=str)
+
+
+def close_reason(diagnosis: Diagnosis) -> str:
+    """A short, plain-text close reason: never JSON, never exception text."""
+    return truncate_reason(f"{diagnosis.component.display_name} failure (incident {diagnosis.incident_id})")
+
+
+def frame_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) every diagnostic frame conforms to."""
+    from importlib.resources import files
+
+    schema: dict[str, Any] = json.loads(files("ws_diag").joinpath("schemas/frame.schema.json").read_text("utf-8"))
+    return schema

@@ -1,0 +1,114 @@
+"""The exception an application raises to name the component that failed."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, TypedDict, Unpack
+
+from .codes import CodeScheme, Component, ComponentLike
+
+__all__ = ["ErrorOptions", "WebSocketComponentError"]
+
+
+class ErrorOptions(TypedDict, total=False):
+    """Keyword arguments shared by the ``*_failure`` factories."""
+
+    user_id: str | None
+    details: Mapping[str, Any] | None
+    root_cause: BaseException | str | None
+    retryable: bool | None
+
+
+class WebSocketComponentError(Exception):
+    """A failure the application attributes to one component.
+
+    Raise it before or after accepting a websocket; :class:`~ws_diag.DiagnosticsMiddleware`
+    turns it into the component's close code and a JSON diagnostic frame without
+    probing anything. ``message`` is written by the application and is sent to the
+    client; ``details`` and ``root_cause`` are sent only with ``expose_details``.
+
+    Args:
+        component: a :class:`Component` member or a :class:`CustomComponent`.
+        message: a client-safe description; defaults to the component's description.
+        user_id: the affected user, echoed in the frame.
+        details: extra JSON-serialisable data.
+        root_cause: the underlying cause, an exception or a text.
+        retryable: overrides the component's default.
+    """
+
+    def __init__(
+        self,
+        component: ComponentLike,
+        message: str | None = None,
+        *,
+        user_id: str | None = None,
+        details: Mapping[str, Any] | None = None,
+        root_cause: BaseException | str | None = None,
+        retryable: bool | None = None,
+    ) -> None:
+        self.component = component
+        self.message = message if message else component.description
+        self.user_id = user_id
+        self.details = dict(details) if details else {}
+        self.root_cause = root_cause
+        self.retryable = component.retryable if retryable is None else retryable
+        super().__init__(self.message)
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.component.key!r}, {self.message!r})"
+
+    def to_websocket_response(
+        self, *, code_scheme: CodeScheme = "private", expose_details: bool = False
+    ) -> dict[str, Any]:
+        """Return the JSON diagnostic frame for this error, as a dict."""
+        from .diagnosis import Diagnosis, build_frame
+
+        diagnosis = Diagnosis.from_component_error(self)
+        return build_frame(diagnosis, code_scheme=code_scheme, expose_details=expose_details)
+
+    @classmethod
+    def auth_failure(cls, message: str | None = None, **options: Unpack[ErrorOptions]) -> WebSocketComponentError:
+        """An authentication failure (4002)."""
+        return cls(Component.AUTH, message, **options)
+
+    @classmethod
+    def factory_failure(cls, message: str | None = None, **options: Unpack[ErrorOptions]) -> WebSocketComponentError:
+        """A session factory failure (4003)."""
+        return cls(Component.FACTORY, message, **options)
+
+    @classmethod
+    def handler_failure(cls, message: str | None = None, **options: Unpack[ErrorOptions]) -> WebSocketComponentError:
+        """A message handler failure (4004)."""
+        return cls(Component.HANDLER, message, **options)
+
+    @classmethod
+    def database_failure(cls, message: str | None = None, **options: Unpack[ErrorOptions]) -> WebSocketComponentError:
+        """A database failure (4005)."""
+        return cls(Component.DATABASE, message, **options)
+
+    @classmethod
+    def dependency_failure(cls, message: str | None = None, **options: Unpack[ErrorOptions]) -> WebSocketComponentError:
+        """A missing dependency or setting (4006)."""
+        return cls(Component.DEPENDENCY, message, **options)
+
+    @classmethod
+    def redis_failure(cls, message: str | None = None, **options: Unpack[ErrorOptions]) -> WebSocketComponentError:
+        """A Redis failure (4007)."""
+        return cls(Component.REDIS, message, **options)
+
+    @classmethod
+    def supervisor_failure(cls, message: str | None = None, **options: Unpack[ErrorOptions]) -> WebSocketComponentError:
+        """An agent supervisor failure (4008)."""
+        return cls(Component.SUPERVISOR, message, **options)
+
+    @classmethod
+    def bridge_failure(cls, message: str | None = None, **options: Unpack[ErrorOptions]) -> WebSocketComponentError:
+        """A websocket bridge failure (4009)."""
+        return cls(Component.BRIDGE, message, **options)
+
+    @classmethod
+    def integration_failure(
+        cls, message: str | None = None, **options: Unpack[ErrorOptions]
+    ) -> WebSocketComponentError:
+        """An external integration failure (4010)."""
+        return cls(Component.INTEGRATION, message, **options)

@@ -1,0 +1,231 @@
+"""The ASGI middleware: watches a websocket's accept, close and exceptions.
+
+The message path costs one dict lookup per ``send``: the send wrapper is a
+plain function that hands ``websocket.send`` straight to the server and routes
+only ``websocket.accept``, ``websocket.close`` and the HTTP denial to handlers.
+``receive`` is passed through untouched unless ``track_disconnect`` is set.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from ._types import ASGIApp, Message, Receive, Scope, Send
+from .classify import Classifier
+from .codes import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    ComponentLike,
+    repair_close_code,
+    truncate_reason,
+    validate_components,
+    wire_code,
+)
+from .diagnoser import Diagnoser
+from .diagnosis import Diagnosis, close_reason, frame_json
+from .settings import DiagSettings
+
+__all__ = ["DiagnosticsMiddleware"]
+
+logger = logging.getLogger("ws_diag")
+
+_DENIAL_EXTENSION = "websocket.http.response"
+
+
+def _repaired_close(message: Message) -> Message:
+    """The app's close message, or a copy with a deliverable code and reason."""
+    code = message.get("code", CLOSE_NORMAL)
+    reason = message.get("reason")
+    good_code = repair_close_code(code) if isinstance(code, int) else CLOSE_INTERNAL_ERROR
+    good_reason = truncate_reason(reason) if isinstance(reason, str) else None
+    if good_code == code and good_reason == reason:
+        return message
+    logger.warning("repaired an undeliverable close from the app: code %r -> %d", code, good_code)
+    return {**message, "code": good_code, "reason": good_reason or ""}
+
+
+class DiagnosticsMiddleware:
+    """Turn a websocket's generic failure into a component close code and a JSON frame.
+
+    Args:
+        app: the ASGI application to wrap.
+        settings: the settings; read from ``WS_DIAG_*`` environment variables when omitted.
+        probes: health probes consulted when a failure names no component.
+        classifier: exception-type rules; the built-in ones when omitted.
+        components: custom components the app uses, checked for clashing keys and codes.
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        settings: DiagSettings | None = None,
+        probes: Iterable[Any] = (),
+        classifier: Classifier | None = None,
+        components: Iterable[ComponentLike] = (),
+    ) -> None:
+        self.app = app
+        self.settings = settings if settings is not None else DiagSettings()
+        self.components = validate_components(components)
+        self.classifier = classifier if classifier is not None else Classifier()
+        self.diagnoser = Diagnoser(self.classifier)
+        self.probes = tuple(probes)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            await self.app(scope, receive, send)
+            return
+        await self._websocket(scope, receive, send)
+
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
+        settings = self.settings
+        rewrite_codes = settings.rewrite_codes
+        passthrough_preaccept = settings.preaccept == "passthrough"
+        accepted = False
+        finished = False  # a close or an HTTP response went out: nothing more of ours may follow
+        gone = False  # the client is known to have left
+
+        logger.debug("websocket connect: path=%s client=%s", scope.get("path"), scope.get("client"))
+
+        async def on_accept(message: Message) -> None:
+            nonlocal accepted
+            await send(message)
+            accepted = True
+            logger.debug("websocket accepted: path=%s", scope.get("path"))
+
+        async def on_close(message: Message) -> None:
+            nonlocal finished
+            if finished:
+                await send(message)  # an odd sequence is the server's to judge
+                return
+            code = message.get("code", CLOSE_NORMAL)
+            if code in rewrite_codes and (accepted or not passthrough_preaccept) and not gone:
+                logger.info("websocket failure intercepted: app closed with %s", code)
+                await intervene(None, message)
+                return
+            finished = True
+            await send(_repaired_close(message) if accepted else message)
+
+        async def on_denial(message: Message) -> None:
+            nonlocal finished
+            finished = True
+            await send(message)
+
+        handlers: dict[str, Callable[[Message], Awaitable[None]]] = {
+            "websocket.accept": on_accept,
+            "websocket.close": on_close,
+            "websocket.http.response.start": on_denial,
+        }
+
+        def wrapped_send(message: Message) -> Awaitable[None]:
+            handler = handlers.get(message["type"])
+            if handler is None:
+                return send(message)
+            return handler(message)
+
+        async def tracking_receive() -> Message:
+            nonlocal gone
+            message = await receive()
+            if message["type"] == "websocket.disconnect":
+                gone = True
+            return message
+
+        async def intervene(exc: BaseException | None, app_close: Message | None) -> None:
+            """Diagnose within the deadline, then deliver; never raises (but for cancellation)."""
+            nonlocal finished, gone
+            finished = True
+            started = time.perf_counter()
+            diagnosis: Diagnosis | None = None
+            try:
+                async with asyncio.timeout(settings.probe_timeout):
+                    diagnosis = await self.diagnoser.diagnose(exc)
+                if diagnosis is None:
+                    logger.debug("client already gone: %s", type(exc).__name__)
+                    gone = True
+                    return
+                messages = self._diagnosis_messages(scope, diagnosis, accepted)
+            except Exception:
+                logger.exception("ws_diag could not diagnose; falling back to a plain close")
+                messages = _fallback_messages(app_close, accepted)
+            else:
+                _log_diagnosis(diagnosis, started, messages)
+            try:
+                async with asyncio.timeout(settings.send_timeout):
+                    for message in messages:
+                        await send(message)
+            except TimeoutError:
+                logger.warning("client too slow: frame and close not delivered within %ss", settings.send_timeout)
+            except OSError:
+                gone = True
+                logger.debug("client gone before the close was delivered")
+            except Exception:
+                # Server state machines differ; whatever this server refused, the app's
+                # own exception (or its own close, sent below) is what must surface.
+                logger.exception("the server refused ws_diag's messages")
+                if app_close is not None:
+                    await send(_repaired_close(app_close) if accepted else app_close)
+            else:
+                logger.debug("close sent: code=%s", messages[-1].get("code") if messages else None)
+
+        app_receive = tracking_receive if settings.track_disconnect else receive
+        try:
+            await self.app(scope, app_receive, wrapped_send)
+        except Exception as exc:
+            if finished or gone or (not accepted and passthrough_preaccept):
+                raise
+            logger.info("websocket failure intercepted: app raised %s", type(exc).__name__)
+            await intervene(exc, None)
+            raise
+
+    def _diagnosis_messages(self, scope: Scope, diagnosis: Diagnosis, accepted: bool) -> list[Message]:
+        settings = self.settings
+        text = frame_json(diagnosis, code_scheme=settings.code_scheme, expose_details=settings.expose_details)
+        if not accepted and settings.preaccept == "http_denial" and _DENIAL_EXTENSION in scope.get("extensions", {}):
+            return [
+                {
+                    "type": "websocket.http.response.start",
+                    "status": diagnosis.component.http_status,
+                    "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
+                },
+                {"type": "websocket.http.response.body", "body": text.encode()},
+            ]
+        close = {
+            "type": "websocket.close",
+            "code": wire_code(diagnosis.component, settings.code_scheme),
+            "reason": close_reason(diagnosis),
+        }
+        frame = {"type": "websocket.send", "text": text}
+        return [frame, close] if accepted else [{"type": "websocket.accept"}, frame, close]
+
+
+def _fallback_messages(app_close: Message | None, accepted: bool) -> list[Message]:
+    if app_close is not None:
+        return [_repaired_close(app_close) if accepted else app_close]
+    if accepted:
+        return [{"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR, "reason": ""}]
+    return []  # the exception goes on to the server, which answers HTTP 500
+
+
+def _log_diagnosis(diagnosis: Diagnosis, started: float, messages: list[Message]) -> None:
+    took_ms = (time.perf_counter() - started) * 1000
+    code = messages[-1].get("code", messages[0].get("status")) if messages else None
+    component = diagnosis.component
+    logger.warning(
+        "diagnosis: component=%s code=%s source=%s took_ms=%.2f incident_id=%s",
+        component.display_name,
+        code,
+        diagnosis.source,
+        took_ms,
+        diagnosis.incident_id,
+        extra={
+            "component": component.key,
+            "code": code,
+            "incident_id": diagnosis.incident_id,
+            "took_ms": round(took_ms, 3),
+            "diagnosis_source": diagnosis.source,
+        },
+    )
