@@ -1,0 +1,98 @@
+"""An in-memory websocket "server" for driving ASGI apps without sockets."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+Message = dict[str, Any]
+
+CONNECT: Message = {"type": "websocket.connect"}
+
+
+def text(value: str) -> Message:
+    """A client text message."""
+    return {"type": "websocket.receive", "text": value}
+
+
+def disconnect(code: int = 1000) -> Message:
+    """The client went away."""
+    return {"type": "websocket.disconnect", "code": code}
+
+
+def ws_scope(*, denial: bool = False, path: str = "/ws") -> dict[str, Any]:
+    """A websocket scope; with ``denial`` the server offers the HTTP denial extension."""
+    extensions: dict[str, Any] = {"websocket.http.response": {}} if denial else {}
+    return {
+        "type": "websocket",
+        "asgi": {"version": "3.0", "spec_version": "2.4"},
+        "path": path,
+        "raw_path": path.encode(),
+        "query_string": b"",
+        "headers": [],
+        "scheme": "ws",
+        "client": ("127.0.0.1", 50000),
+        "server": ("127.0.0.1", 8000),
+        "subprotocols": [],
+        "extensions": extensions,
+    }
+
+
+@dataclass
+class Run:
+    """What an app sent, and what it raised."""
+
+    sent: list[Message] = field(default_factory=list)
+    error: BaseException | None = None
+    received_after_end: int = 0
+
+    def of_type(self, kind: str) -> list[Message]:
+        """The sent messages of one type."""
+        return [m for m in self.sent if m["type"] == kind]
+
+    @property
+    def close(self) -> Message | None:
+        """The single close message, if any."""
+        closes = self.of_type("websocket.close")
+        assert len(closes) <= 1, closes
+        return closes[0] if closes else None
+
+
+async def drive(
+    app: Any,
+    incoming: Iterable[Message] = (CONNECT,),
+    *,
+    scope: dict[str, Any] | None = None,
+    raise_after_disconnect: bool = True,
+) -> Run:
+    """Run ``app`` once; feed it ``incoming`` then a disconnect; record what it sends.
+
+    Like uvicorn, a send after the client disconnected raises an ``OSError``
+    subclass when ``raise_after_disconnect`` is set.
+    """
+    run = Run()
+    pending = list(incoming)
+    disconnected = False
+
+    async def receive() -> Message:
+        nonlocal disconnected
+        if pending:
+            message = pending.pop(0)
+        else:
+            run.received_after_end += 1
+            message = disconnect(1006)
+        if message["type"] == "websocket.disconnect":
+            disconnected = True
+        return message
+
+    async def send(message: Message) -> None:
+        if disconnected and raise_after_disconnect:
+            raise ConnectionResetError("client disconnected")
+        run.sent.append(dict(message))
+
+    try:
+        await app(scope if scope is not None else ws_scope(), receive, send)
+    except Exception as exc:  # recorded for the test to assert on
+        run.error = exc
+    return run

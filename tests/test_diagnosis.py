@@ -1,0 +1,156 @@
+"""The JSON frame, its schema, the close reason and redaction."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import jsonschema
+import pytest
+
+from ws_diag import Component, CustomComponent, WebSocketComponentError
+from ws_diag.codes import MAX_REASON_BYTES
+from ws_diag.diagnosis import (
+    MAX_DETAILS_BYTES,
+    Diagnosis,
+    build_frame,
+    close_reason,
+    frame_json,
+    frame_schema,
+    redact,
+)
+
+SECRET = "hunter2-Sup3rSecret"
+
+
+def validate(frame: dict[str, Any]) -> None:
+    """Assert ``frame`` conforms to the published schema."""
+    jsonschema.validate(frame, frame_schema(), cls=jsonschema.Draft202012Validator)
+
+
+def test_schema_is_itself_valid() -> None:
+    """The packaged schema is a valid draft 2020-12 schema."""
+    jsonschema.Draft202012Validator.check_schema(frame_schema())
+
+
+@pytest.mark.parametrize("scheme", ["private", "legacy"])
+@pytest.mark.parametrize("expose", [False, True])
+@pytest.mark.parametrize("component", list(Component))
+def test_every_component_frame_matches_schema(component: Component, scheme: str, expose: bool) -> None:
+    """Frames for every component, scheme and exposure setting match the schema."""
+    diagnosis = Diagnosis.for_component(component, "exception", exc=RuntimeError("x"), details={"a": 1})
+    frame = build_frame(diagnosis, code_scheme=scheme, expose_details=expose)  # type: ignore[arg-type]
+    validate(frame)
+    assert frame["error"]["component"] == component.display_name
+    assert frame["error"]["code"] == (component.legacy_code if scheme == "legacy" else component.code)
+
+
+def test_custom_component_frame_matches_schema() -> None:
+    """A custom component's frame matches the schema too."""
+    billing = CustomComponent("billing", "Billing", 4100, suggestions=("Check the billing API",))
+    frame = WebSocketComponentError(billing, "Billing is down").to_websocket_response()
+    validate(frame)
+    assert frame["error"]["code"] == 4100
+    assert frame["error"]["suggestions"] == ["Check the billing API"]
+
+
+def test_seed_example_frame() -> None:
+    """The seed's database example produces the documented frame."""
+    error = WebSocketComponentError.database_failure(
+        "Database session factory unavailable", user_id="user123", details={"connection_timeout": 30}
+    )
+    frame = error.to_websocket_response(expose_details=True)
+    validate(frame)
+    body = frame["error"]
+    assert frame["type"] == "error"
+    assert body["code"] == 4005
+    assert body["component"] == "Database"
+    assert body["message"] == "Database session factory unavailable"
+    assert body["user_id"] == "user123"
+    assert body["details"] == {"connection_timeout": 30}
+    assert body["retryable"] is True
+    assert body["suggestions"]
+
+
+def test_details_and_root_cause_hidden_by_default() -> None:
+    """Without expose_details, details and root_cause are null."""
+    error = WebSocketComponentError.redis_failure("Cache down", details={"host": "cache-1"}, root_cause="boom")
+    body = error.to_websocket_response()["error"]
+    assert body["details"] is None
+    assert body["root_cause"] is None
+    assert body["message"] == "Cache down"
+
+
+def test_exception_text_never_reaches_the_message() -> None:
+    """A diagnosis derived from an arbitrary exception uses the standard description."""
+    exc = RuntimeError(f"connect to postgresql://app:{SECRET}@db/prod failed")
+    diagnosis = Diagnosis.for_component(Component.DATABASE, "exception", exc=exc)
+    for expose in (False, True):
+        text = frame_json(diagnosis, code_scheme="private", expose_details=expose)
+        assert SECRET not in text
+        assert json.loads(text)["error"]["message"] == Component.DATABASE.description
+
+
+def test_root_cause_is_redacted_when_exposed() -> None:
+    """With expose_details the root cause is shown, but credentials in it are masked."""
+    exc = ConnectionError(f"redis://default:{SECRET}@cache:6379 refused; password={SECRET}")
+    diagnosis = Diagnosis.for_component(Component.REDIS, "exception", exc=exc)
+    body = build_frame(diagnosis, code_scheme="private", expose_details=True)["error"]
+    assert body["root_cause"].startswith("ConnectionError: redis://default:***@cache:6379")
+    assert SECRET not in json.dumps(body)
+
+
+def test_details_are_redacted_by_key_and_value() -> None:
+    """Secret-looking keys are masked and DSNs in values lose their password."""
+    error = WebSocketComponentError.database_failure(
+        details={"password": SECRET, "dsn": "x", "nested": {"url": f"postgres://u:{SECRET}@h/db"}, "n": [1, 2]}
+    )
+    body = error.to_websocket_response(expose_details=True)["error"]
+    assert SECRET not in json.dumps(body)
+    assert body["details"]["nested"]["url"] == "postgres://u:***@h/db"
+    assert body["details"]["n"] == [1, 2]
+
+
+def test_huge_details_are_replaced_by_a_marker() -> None:
+    """Details larger than the cap are not sent; a marker with their size is."""
+    error = WebSocketComponentError.handler_failure(details={"blob": "x" * (MAX_DETAILS_BYTES * 10)})
+    details = error.to_websocket_response(expose_details=True)["error"]["details"]
+    assert details["truncated"] is True
+    assert details["size"] > MAX_DETAILS_BYTES
+
+
+def test_unserialisable_details_do_not_break_the_frame() -> None:
+    """Details that JSON cannot hold are stringified, and a cycle becomes a marker."""
+    cyclic: dict[str, Any] = {}
+    cyclic["self"] = cyclic
+    error = WebSocketComponentError.handler_failure(details={"when": object(), "cycle": cyclic})
+    frame = error.to_websocket_response(expose_details=True)
+    validate(frame)
+    assert frame["error"]["details"] == {"unserialisable": True}
+
+
+def test_close_reason_is_short_and_plain() -> None:
+    """The close reason names the component and the incident, fits 123 bytes and is not JSON."""
+    long_name = CustomComponent("long", "Ä" * 200, 4200)
+    for component in (Component.DATABASE, long_name):
+        diagnosis = Diagnosis.for_component(component, "default")
+        reason = close_reason(diagnosis)
+        assert len(reason.encode()) <= MAX_REASON_BYTES
+        assert not reason.startswith("{")
+    diagnosis = Diagnosis.for_component(Component.DATABASE, "default")
+    assert close_reason(diagnosis) == f"Database failure (incident {diagnosis.incident_id})"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("postgresql://user:pw@host:5432/db", "postgresql://user:***@host:5432/db"),
+        ("redis://:pw@host", "redis://:***@host"),
+        ("password=abc host=x", "password=*** host=x"),
+        ("TOKEN: 'a b c'", "TOKEN: ***"),
+        ("nothing secret here", "nothing secret here"),
+    ],
+)
+def test_redact(text: str, expected: str) -> None:
+    """Redaction masks URL passwords and password/token pairs and leaves other text alone."""
+    assert redact(text) == expected
