@@ -110,16 +110,22 @@ class Diagnosis:
         source: DiagnosisSource,
         *,
         exc: BaseException | None = None,
+        root_cause: str | None = None,
         probe: str | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> Diagnosis:
-        """A diagnosis ws_diag worked out itself: the message is the component's standard one."""
+        """A diagnosis ws_diag worked out itself: the message is the component's standard one.
+
+        ``root_cause`` defaults to the description of ``exc``.
+        """
+        if root_cause is None and exc is not None:
+            root_cause = describe_exception(exc)
         return cls(
             component=component,
             message=component.description,
             source=source,
             retryable=component.retryable,
-            root_cause=describe_exception(exc) if exc is not None else None,
+            root_cause=root_cause,
             probe=probe,
             details=details or {},
         )

@@ -12,7 +12,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from typing import Any
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .classify import Classifier
@@ -27,6 +26,9 @@ from .codes import (
 )
 from .diagnoser import Diagnoser
 from .diagnosis import Diagnosis, close_reason, frame_json
+from .endpoint import serve_health
+from .health import HealthChecker
+from .probes import Probe, probes_from_settings
 from .settings import DiagSettings
 
 __all__ = ["DiagnosticsMiddleware"]
@@ -34,13 +36,18 @@ __all__ = ["DiagnosticsMiddleware"]
 logger = logging.getLogger("ws_diag")
 
 _DENIAL_EXTENSION = "websocket.http.response"
+_DEADLINE_SLACK = 0.05
+
+
+def _repaired_code(code: object) -> int:
+    return repair_close_code(code) if isinstance(code, int) else CLOSE_INTERNAL_ERROR
 
 
 def _repaired_close(message: Message) -> Message:
     """The app's close message, or a copy with a deliverable code and reason."""
     code = message.get("code", CLOSE_NORMAL)
     reason = message.get("reason")
-    good_code = repair_close_code(code) if isinstance(code, int) else CLOSE_INTERNAL_ERROR
+    good_code = _repaired_code(code)
     good_reason = truncate_reason(reason) if isinstance(reason, str) else None
     if good_code == code and good_reason == reason:
         return message
@@ -64,19 +71,41 @@ class DiagnosticsMiddleware:
         app: ASGIApp,
         *,
         settings: DiagSettings | None = None,
-        probes: Iterable[Any] = (),
+        probes: Iterable[Probe] = (),
+        checker: HealthChecker | None = None,
         classifier: Classifier | None = None,
         components: Iterable[ComponentLike] = (),
     ) -> None:
         self.app = app
-        self.settings = settings if settings is not None else DiagSettings()
+        self.settings = settings = settings if settings is not None else DiagSettings()
         self.components = validate_components(components)
         self.classifier = classifier if classifier is not None else Classifier()
-        self.diagnoser = Diagnoser(self.classifier)
-        self.probes = tuple(probes)
+        if checker is None:
+            checker = HealthChecker(
+                [*probes_from_settings(settings), *probes],
+                timeout=settings.probe_timeout,
+                cache_ttl=settings.cache_ttl,
+                refresh_interval=settings.refresh_interval,
+            )
+        elif tuple(probes):
+            msg = "pass probes either to the middleware or to its checker, not both"
+            raise ValueError(msg)
+        self.checker = checker
+        self.diagnoser = Diagnoser(self.classifier, checker, settings.probe_priority)
+        self._health_path = settings.health_path
+        self._refresh_pending = checker.refresh_interval is not None and bool(checker.probes)
+        # The checker cuts its probes off at probe_timeout; this outer bound only
+        # guards against a broken diagnoser, so it must not fire first.
+        self._deadline = settings.probe_timeout + _DEADLINE_SLACK
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._refresh_pending:
+            self._refresh_pending = False
+            self.checker.start()
         if scope["type"] != "websocket":
+            if self._health_path is not None and scope["type"] == "http" and scope.get("path") == self._health_path:
+                await serve_health(scope, receive, send, self.checker, self.settings)
+                return
             await self.app(scope, receive, send)
             return
         await self._websocket(scope, receive, send)
@@ -103,7 +132,11 @@ class DiagnosticsMiddleware:
                 await send(message)  # an odd sequence is the server's to judge
                 return
             code = message.get("code", CLOSE_NORMAL)
-            if code in rewrite_codes and (accepted or not passthrough_preaccept) and not gone:
+            if (
+                (code in rewrite_codes or (accepted and _repaired_code(code) in rewrite_codes))
+                and (accepted or not passthrough_preaccept)
+                and not gone
+            ):
                 logger.info("websocket failure intercepted: app closed with %s", code)
                 await intervene(None, message)
                 return
@@ -141,7 +174,7 @@ class DiagnosticsMiddleware:
             started = time.perf_counter()
             diagnosis: Diagnosis | None = None
             try:
-                async with asyncio.timeout(settings.probe_timeout):
+                async with asyncio.timeout(self._deadline):
                     diagnosis = await self.diagnoser.diagnose(exc)
                 if diagnosis is None:
                     logger.debug("client already gone: %s", type(exc).__name__)

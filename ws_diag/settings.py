@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from .codes import CLOSE_INTERNAL_ERROR
+from .health import DEFAULT_PRIORITY
 
 __all__ = ["DiagSettings", "PreacceptMode"]
 
@@ -50,6 +51,41 @@ class DiagSettings(BaseSettings):
         description="Wrap receive to see websocket.disconnect (costs ~110 ns per received message); "
         "without it a client's departure is known from exceptions and failed sends.",
     )
+
+    postgres_dsn: SecretStr | None = Field(
+        None, description="When set, a PostgresProbe named 'database' is built from it."
+    )
+    redis_url: SecretStr | None = Field(None, description="When set, a RedisProbe named 'redis' is built from it.")
+    required_env: tuple[str, ...] = Field(
+        (), description="Environment variables that must be set; an EnvProbe named 'environment' checks them."
+    )
+    refresh_interval: float | None = Field(
+        None, gt=0, le=3600, allow_inf_nan=False, description="Refresh probe results in the background, seconds."
+    )
+    probe_priority: tuple[str, ...] = Field(
+        DEFAULT_PRIORITY, description="Probe names or component keys blamed first when several fail."
+    )
+    health_path: str | None = Field(None, description="Answer GET on this HTTP path with the health report.")
+    health_token: SecretStr | None = Field(
+        None, description="Require 'Authorization: Bearer <token>' on the health endpoint."
+    )
+
+    @field_validator("health_path")
+    @classmethod
+    def _path_is_absolute(cls, path: str | None) -> str | None:
+        if path is not None and not path.startswith("/"):
+            msg = f"health_path must start with '/', got {path!r}"
+            raise ValueError(msg)
+        return path
+
+    @field_validator("required_env")
+    @classmethod
+    def _names_are_names(cls, names: tuple[str, ...]) -> tuple[str, ...]:
+        bad = [name for name in names if not name or "=" in name or "\0" in name]
+        if bad:
+            msg = f"not environment variable names: {bad!r}"
+            raise ValueError(msg)
+        return names
 
     @field_validator("rewrite_codes")
     @classmethod

@@ -1,0 +1,136 @@
+"""The probe protocol and the dependency-free probes."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import os
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
+
+from ..codes import Component, ComponentLike
+
+__all__ = ["CallableProbe", "EnvProbe", "MissingEnvironment", "Probe", "ProbeFailed"]
+
+ProbeDetails = Mapping[str, Any] | None
+
+
+@runtime_checkable
+class Probe(Protocol):
+    """A health check of one component.
+
+    ``check`` returns (``None`` or a mapping of details) when the component is
+    healthy and raises when it is not. It should bound its own I/O; the checker
+    also cuts it off at the deadline whatever it does.
+    """
+
+    @property
+    def name(self) -> str:
+        """The key in the health report (``"database"``)."""
+        ...
+
+    @property
+    def component(self) -> ComponentLike:
+        """The component a failure of this probe points at."""
+        ...
+
+    @property
+    def required(self) -> bool:
+        """A failed required probe makes the service unhealthy; others only degrade it."""
+        ...
+
+    async def check(self) -> ProbeDetails:
+        """Return when healthy; raise when not."""
+        ...
+
+
+class ProbeFailed(Exception):
+    """A probe's own verdict that its component is unhealthy."""
+
+
+class MissingEnvironment(ProbeFailed):
+    """Required environment variables are missing; carries their names, never values."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = tuple(names)
+        super().__init__(f"missing environment variables: {', '.join(self.names)}")
+
+
+class EnvProbe:
+    """Checks that required environment variables are set and not empty.
+
+    Args:
+        required: variable names.
+        name: the report key.
+        environ: the mapping to look in (``os.environ`` when omitted).
+    """
+
+    component: ComponentLike = Component.DEPENDENCY
+
+    def __init__(
+        self,
+        required: Iterable[str],
+        *,
+        name: str = "environment",
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        self.names = tuple(required)
+        self.name = name
+        self.required = True
+        self._environ = environ
+
+    async def check(self) -> ProbeDetails:
+        """Raise :class:`MissingEnvironment` naming the absent variables."""
+        environ = os.environ if self._environ is None else self._environ
+        missing = [name for name in self.names if not environ.get(name)]
+        if missing:
+            raise MissingEnvironment(missing)
+        return {"checked": len(self.names)}
+
+
+class CallableProbe:
+    """Wraps a user's sync or async check.
+
+    The function returns ``None``, ``True`` or a mapping of details when healthy,
+    and ``False`` or raises when not. A sync function runs in a worker thread so
+    that a slow one cannot block the event loop.
+
+    Args:
+        name: the report key.
+        component: the component a failure points at.
+        fn: the check.
+        required: whether a failure makes the service unhealthy.
+    """
+
+    def __init__(
+        self,
+        name: str,
+        component: ComponentLike,
+        fn: Callable[[], Any],
+        *,
+        required: bool = True,
+    ) -> None:
+        self.name = name
+        self.component = component
+        self.required = required
+        self._fn = fn
+        self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
+            getattr(fn, "__call__", None)  # noqa: B004 - an instance with an async __call__
+        )
+
+    async def check(self) -> ProbeDetails:
+        """Run the function; ``False`` counts as a failure."""
+        if self._is_async:
+            result = await self._fn()
+        else:
+            result = await asyncio.to_thread(self._fn)
+            if inspect.isawaitable(result):
+                result = await result
+        if result is False:
+            raise ProbeFailed(f"{self.name} check returned False")
+        if result is None or result is True:
+            return None
+        if isinstance(result, Mapping):
+            return result
+        msg = f"{self.name} check returned {type(result).__name__}, expected None, a bool or a mapping"
+        raise TypeError(msg)
