@@ -15,6 +15,7 @@ __all__ = [
     "CLOSE_INTERNAL_ERROR",
     "CLOSE_NORMAL",
     "CLOSE_NO_STATUS",
+    "DEFAULT_PRIORITY",
     "MAX_REASON_BYTES",
     "CodeScheme",
     "Component",
@@ -29,6 +30,9 @@ __all__ = [
 ]
 
 CodeScheme = Literal["private", "legacy"]
+
+# When several probes fail, blame these (probe names or component keys) first.
+DEFAULT_PRIORITY = ("database", "redis", "dependency")
 
 CLOSE_NORMAL = 1000
 CLOSE_GOING_AWAY = 1001

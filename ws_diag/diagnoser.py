@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from .classify import CLIENT_GONE, Classifier, exception_chain
-from .codes import Component
+from .codes import DEFAULT_PRIORITY, Component
 from .diagnosis import Diagnosis
 from .errors import WebSocketComponentError
-from .health import DEFAULT_PRIORITY, HealthChecker
+from .health import HealthChecker
 
 __all__ = ["Diagnoser"]
 

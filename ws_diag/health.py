@@ -11,17 +11,22 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-from .codes import CodeScheme, ComponentLike, frame_code
+from .codes import DEFAULT_PRIORITY, CodeScheme, ComponentLike, frame_code
 from .diagnosis import describe_exception, redact
 from .probes.base import Probe
+from .settings import DiagSettings
 
-__all__ = ["DEFAULT_PRIORITY", "HealthChecker", "HealthReport", "ProbeResult", "ProbeStatus"]
+__all__ = [
+    "HealthChecker",
+    "HealthReport",
+    "ProbeResult",
+    "ProbeStatus",
+    "validate_websocket_component_health",
+]
 
 logger = logging.getLogger("ws_diag.health")
 
 ProbeStatus = Literal["healthy", "failed", "degraded"]
-
-DEFAULT_PRIORITY = ("database", "redis", "dependency")
 
 
 @dataclass(frozen=True, slots=True)
@@ -263,3 +268,28 @@ def _failure(probe: Probe, latency_ms: float, exc: BaseException) -> ProbeResult
         error=redact(describe_exception(exc)),
         error_type=type(exc).__name__,
     )
+
+
+async def validate_websocket_component_health(
+    probes: Iterable[Probe] | None = None,
+    *,
+    settings: DiagSettings | None = None,
+    expose_details: bool = True,
+) -> dict[str, Any]:
+    """Run the probes once, uncached, and return the report as a dict (the seed's API).
+
+    Args:
+        probes: the probes; by default those the settings ask for.
+        settings: deadline, code scheme and probe settings; read from the environment when omitted.
+        expose_details: include (redacted) error texts rather than exception type names.
+    """
+    from .probes import probes_from_settings
+
+    settings = settings if settings is not None else DiagSettings()
+    chosen = list(probes) if probes is not None else probes_from_settings(settings)
+    checker = HealthChecker(chosen, timeout=settings.probe_timeout, cache_ttl=0)
+    try:
+        report = await checker.check()
+    finally:
+        await checker.aclose()
+    return report.to_dict(code_scheme=settings.code_scheme, expose_details=expose_details)

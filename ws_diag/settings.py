@@ -7,8 +7,7 @@ from typing import Annotated, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from .codes import CLOSE_INTERNAL_ERROR
-from .health import DEFAULT_PRIORITY
+from .codes import CLOSE_INTERNAL_ERROR, DEFAULT_PRIORITY
 
 __all__ = ["DiagSettings", "PreacceptMode"]
 

@@ -1,0 +1,120 @@
+"""The ``ws-diag`` command line: ``check``, ``codes`` and ``demo``."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from collections.abc import Sequence
+from typing import Any
+
+import pydantic
+
+from .codes import Component, wire_code
+from .health import validate_websocket_component_health
+from .settings import DiagSettings
+
+__all__ = ["main"]
+
+EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_CONFIG = 0, 1, 2
+
+
+def _settings_or_exit() -> DiagSettings:
+    try:
+        return DiagSettings()
+    except pydantic.ValidationError as exc:
+        fields = ", ".join(".".join(str(p) for p in error["loc"]) for error in exc.errors())
+        print(f"ws-diag: invalid configuration ({fields}):", file=sys.stderr)
+        for error in exc.errors():
+            name = ".".join(str(p) for p in error["loc"])
+            print(f"  WS_DIAG_{name.upper()}: {error['msg']}", file=sys.stderr)
+        raise SystemExit(EXIT_CONFIG) from None
+
+
+def _print_table(report: dict[str, Any]) -> None:
+    rows = [("PROBE", "COMPONENT", "STATUS", "CODE", "LATENCY", "ERROR")]
+    for name, item in report["component_details"].items():
+        code, error = item["error_code"], item["error"]
+        latency = f"{item['latency_ms']:.1f} ms"
+        rows.append((name, item["component"], item["status"], str(code or ""), latency, error or ""))
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    verdict = "healthy" if report["healthy"] else "UNHEALTHY"
+    print(f"\n{verdict}: {report['summary']} (took {report['took_ms']:.1f} ms)")
+
+
+def _check(args: argparse.Namespace) -> int:
+    settings = _settings_or_exit()
+    from .probes import probes_from_settings
+
+    try:
+        probes = probes_from_settings(settings)
+    except ImportError as exc:
+        print(f"ws-diag: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
+    if not probes:
+        print(
+            "ws-diag: nothing to check: set WS_DIAG_POSTGRES_DSN, WS_DIAG_REDIS_URL or WS_DIAG_REQUIRED_ENV",
+            file=sys.stderr,
+        )
+        return EXIT_CONFIG
+    report = asyncio.run(validate_websocket_component_health(probes, settings=settings))
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        _print_table(report)
+    return EXIT_HEALTHY if report["healthy"] else EXIT_UNHEALTHY
+
+
+def _codes(args: argparse.Namespace) -> int:
+    rows = [("COMPONENT", "MEMBER", "PRIVATE", "LEGACY (frame)", "LEGACY (wire)", "HTTP")]
+    for c in Component:
+        rows.append(
+            (c.display_name, c.name, str(c.code), str(c.legacy_code), str(wire_code(c, "legacy")), str(c.http_status))
+        )
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    dict(zip(("component", "member", "private", "legacy", "legacy_wire", "http"), r, strict=True))
+                    for r in rows[1:]
+                ],
+                indent=2,
+            )
+        )
+        return EXIT_HEALTHY
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
+    for row in rows:
+        print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
+    return EXIT_HEALTHY
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import serve
+
+    return serve(host=args.host, port=args.port)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line; returns the exit status."""
+    parser = argparse.ArgumentParser(prog="ws-diag", description="WebSocket component diagnostics.")
+    commands = parser.add_subparsers(dest="command", required=True)
+    check = commands.add_parser("check", help="run the configured probes once (exit 0 healthy, 1 not, 2 bad config)")
+    check.add_argument("--json", action="store_true", help="print the JSON report")
+    check.set_defaults(handler=_check)
+    codes = commands.add_parser("codes", help="print the component code table for both schemes")
+    codes.add_argument("--json", action="store_true", help="print JSON")
+    codes.set_defaults(handler=_codes)
+    demo = commands.add_parser("demo", help="serve the demo app (needs the 'demo' extra)")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=int, default=8000)
+    demo.set_defaults(handler=_demo)
+    args = parser.parse_args(argv)
+    result: int = args.handler(args)
+    return result
+
+
+if __name__ == "__main__":  # pragma: no cover
+    raise SystemExit(main())

@@ -1,0 +1,130 @@
+"""The demo: a small Starlette chat socket behind ws_diag, served by hypercorn.
+
+Buttons on the page break one component at a time, so a person can watch what
+a client receives. Needs the ``demo`` extra (starlette, hypercorn).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from importlib.resources import files
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route, WebSocketRoute
+from starlette.websockets import WebSocket
+
+from .codes import Component
+from .errors import WebSocketComponentError
+from .middleware import DiagnosticsMiddleware
+from .probes import CallableProbe, Probe, ProbeFailed
+from .settings import DiagSettings
+
+__all__ = ["build_app", "serve"]
+
+# A fake secret, so the demo shows that exception text never reaches the page.
+DEMO_SECRET = "postgresql://demo:not-a-real-password@db.internal/app"  # noqa: S105 - fake, on purpose
+
+
+class Toggles:
+    """Components the page has broken; the demo's embedded probes read them."""
+
+    def __init__(self) -> None:
+        self.broken: set[str] = set()
+
+    def probe(self, key: str, component: Component, *, required: bool) -> Probe:
+        """A probe that fails while ``key`` is broken."""
+
+        async def check() -> None:
+            if key in self.broken:
+                raise ProbeFailed(f"{key} broken from the demo page")
+
+        return CallableProbe(key, component, check, required=required)
+
+
+def _chat(toggles: Toggles) -> Any:
+    async def chat(websocket: WebSocket) -> None:
+        mode = websocket.query_params.get("fail", "none")
+        if mode == "auth":
+            raise WebSocketComponentError.auth_failure("Token expired: sign in again", user_id="demo-user")
+        await websocket.accept()
+        await websocket.send_json({"type": "hello", "mode": mode})
+        while True:
+            text = await websocket.receive_text()
+            if mode == "database":
+                raise WebSocketComponentError.database_failure(
+                    "Database session factory unavailable", user_id="demo-user", details={"connection_timeout": 30}
+                )
+            if mode == "crash":
+                raise RuntimeError(f"unexpected failure talking to {DEMO_SECRET}")
+            if mode == "probe":
+                raise TimeoutError("something timed out")  # ambiguous: the probes decide
+            if mode == "long-reason":
+                await websocket.close(4000, "é" * 200)
+                return
+            await websocket.send_json({"type": "echo", "text": text})
+
+    return chat
+
+
+def build_app(settings: DiagSettings | None = None) -> DiagnosticsMiddleware:
+    """The demo app, wrapped. Real PostgreSQL/Redis probes replace the embedded ones when configured."""
+    settings = settings if settings is not None else DiagSettings(health_path="/health", cache_ttl=0.5)
+    toggles = Toggles()
+
+    async def page(request: Request) -> Response:
+        return HTMLResponse(files("ws_diag").joinpath("static/demo.html").read_text("utf-8"))
+
+    async def script(request: Request) -> Response:
+        body = files("ws_diag").joinpath("static/ws-diag.js").read_text("utf-8")
+        return Response(body, media_type="text/javascript")
+
+    async def toggle(request: Request) -> Response:
+        key = request.path_params["key"]
+        if key not in ("database", "redis"):
+            return JSONResponse({"error": "unknown component"}, status_code=404)
+        if request.method == "POST":
+            toggles.broken.add(key)
+        else:
+            toggles.broken.discard(key)
+        return JSONResponse({"broken": sorted(toggles.broken)})
+
+    routes = [
+        Route("/", page),
+        Route("/ws-diag.js", script),
+        Route("/break/{key}", toggle, methods=["POST", "DELETE"]),
+        WebSocketRoute("/ws", _chat(toggles)),
+    ]
+    probes: list[Probe] = []
+    if settings.postgres_dsn is None:
+        probes.append(toggles.probe("database", Component.DATABASE, required=True))
+    if settings.redis_url is None:
+        probes.append(toggles.probe("redis", Component.REDIS, required=False))
+    return DiagnosticsMiddleware(Starlette(routes=routes), settings=settings, probes=probes)
+
+
+def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
+    """Serve the demo with hypercorn until interrupted."""
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config
+
+    overrides: dict[str, Any] = {"health_path": "/health", "cache_ttl": 0.5}
+    settings = DiagSettings(**{k: v for k, v in overrides.items() if f"WS_DIAG_{k.upper()}" not in os.environ})
+    config = Config()
+    config.bind = [f"{host}:{port}"]
+    config.accesslog = None
+    print(f"ws_diag demo: open http://{host}:{port}/  (health report: http://{host}:{port}/health)")
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await hypercorn_serve(build_app(settings), config, shutdown_trigger=stop.wait)  # type: ignore[arg-type]
+
+    asyncio.run(main())
+    return 0
