@@ -52,7 +52,9 @@ def test_user_rules_by_type_and_by_name() -> None:
 def test_predicate_rules() -> None:
     """A predicate narrows a rule to what the type alone cannot say (an errno here)."""
     classifier = Classifier()
-    classifier.register(OSError, Component.INTEGRATION, predicate=lambda e: getattr(e, "errno", None) == errno.EHOSTUNREACH)
+    classifier.register(
+        OSError, Component.INTEGRATION, predicate=lambda e: getattr(e, "errno", None) == errno.EHOSTUNREACH
+    )
     assert classifier.classify(OSError(errno.EHOSTUNREACH, "unreachable")) is Component.INTEGRATION
     assert classifier.classify(OSError(errno.ECONNREFUSED, "refused")) is None
 
@@ -60,13 +62,13 @@ def test_predicate_rules() -> None:
 def test_causes_and_groups_are_followed() -> None:
     """An app error wrapping a driver error, or a task group containing one, is classified."""
     classifier = Classifier()
-    try:
-        try:
-            raise redis.exceptions.ConnectionError("down")
-        except redis.exceptions.ConnectionError as inner:
-            raise RuntimeError("could not load session") from inner
-    except RuntimeError as outer:
-        assert classifier.classify(outer) is Component.REDIS
+    inner = redis.exceptions.ConnectionError("down")
+    outer = RuntimeError("could not load session")
+    outer.__cause__ = inner
+    assert classifier.classify(outer) is Component.REDIS
+    context_only = RuntimeError("while handling")
+    context_only.__context__ = inner
+    assert classifier.classify(context_only) is Component.REDIS
     group = ExceptionGroup("tasks", [ValueError(), asyncpg.exceptions.TooManyConnectionsError()])
     assert classifier.classify(group) is Component.DATABASE
 

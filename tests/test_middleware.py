@@ -10,8 +10,8 @@ from typing import Any
 import asyncpg
 import pytest
 import starlette.websockets
+from harness import CONNECT, Run, disconnect, drive, text, ws_scope
 
-from tests.harness import CONNECT, Run, disconnect, drive, text, ws_scope
 from ws_diag import Classifier, Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag.diagnosis import Diagnosis
 
@@ -27,7 +27,9 @@ def wrap(app: Any, **settings: Any) -> DiagnosticsMiddleware:
 
 def frame_of(run: Run) -> dict[str, Any]:
     """The single diagnostic frame the run sent."""
-    frames = [json.loads(m["text"]) for m in run.of_type("websocket.send") if m.get("text", "").startswith('{"type":"error"')]
+    frames = [
+        json.loads(m["text"]) for m in run.of_type("websocket.send") if m.get("text", "").startswith('{"type":"error"')
+    ]
     assert len(frames) == 1, run.sent
     return frames[0]["error"]  # type: ignore[no-any-return]
 
@@ -137,7 +139,8 @@ async def test_component_error_after_accept() -> None:
         "Database session factory unavailable",
         "u1",
     )
-    assert run.close is not None and run.close["code"] == 4005
+    assert run.close is not None
+    assert run.close["code"] == 4005
     assert run.error is error
 
 
@@ -174,7 +177,8 @@ async def test_unknown_exception_is_generic_and_secret_free() -> None:
     exc = ValueError(f"password={SECRET}")
     run = await drive(wrap(raising(exc)))
     assert frame_of(run)["component"] == "Generic Internal"
-    assert run.close is not None and run.close["code"] == 1011
+    assert run.close is not None
+    assert run.close["code"] == 1011
     assert SECRET not in json.dumps(run.sent)
     assert run.error is exc
 
@@ -192,10 +196,12 @@ async def test_legacy_scheme() -> None:
     """In the legacy scheme the frame says 1005 and the wire carries deliverable 4005."""
     run = await drive(wrap(raising(WebSocketComponentError.database_failure()), code_scheme="legacy"))
     assert frame_of(run)["code"] == 1005
-    assert run.close is not None and run.close["code"] == 4005
+    assert run.close is not None
+    assert run.close["code"] == 4005
     run = await drive(wrap(raising(WebSocketComponentError.redis_failure()), code_scheme="legacy"))
     assert frame_of(run)["code"] == 1007
-    assert run.close is not None and run.close["code"] == 1007
+    assert run.close is not None
+    assert run.close["code"] == 1007
 
 
 async def test_preaccept_raise_accept_close() -> None:
@@ -204,7 +210,8 @@ async def test_preaccept_raise_accept_close() -> None:
     run = await drive(wrap(raising(error, accept=False)))
     assert [m["type"] for m in run.sent] == ["websocket.accept", "websocket.send", "websocket.close"]
     assert frame_of(run)["code"] == 4002
-    assert run.close is not None and run.close["code"] == 4002
+    assert run.close is not None
+    assert run.close["code"] == 4002
     assert run.error is error
 
 
@@ -271,7 +278,8 @@ async def test_undeliverable_app_codes_are_repaired() -> None:
     assert run.close == {"type": "websocket.close", "code": 1000, "reason": ""}
     for code in (1004, 1006, 1015, 999, 5000):
         run = await drive(wrap(closing(code)))
-        assert run.close is not None and run.close["code"] == 1011
+        assert run.close is not None
+        assert run.close["code"] == 1011
         assert frame_of(run)["component"] == "Generic Internal"
 
 
@@ -417,7 +425,7 @@ async def test_slow_client_is_bounded_by_send_timeout() -> None:
         if message["type"] == "websocket.send":
             await asyncio.Event().wait()
 
-    with pytest.raises(ValueError) as info:
+    with pytest.raises(ValueError, match="app") as info:
         await asyncio.wait_for(wrap(raising(exc), send_timeout=0.05)(ws_scope(), receive, send), timeout=5)
     assert info.value is exc
 
