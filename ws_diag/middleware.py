@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Iterable
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .classify import Classifier
@@ -93,6 +93,8 @@ class DiagnosticsMiddleware:
         self.checker = checker
         self.diagnoser = Diagnoser(self.classifier, checker, settings.probe_priority)
         self._health_path = settings.health_path
+        self._rewrite_codes = settings.rewrite_codes
+        self._passthrough_preaccept = settings.preaccept == "passthrough"
         self._refresh_pending = checker.refresh_interval is not None and bool(checker.probes)
         # The checker cuts its probes off at probe_timeout; this outer bound only
         # guards against a broken diagnoser, so it must not fire first.
@@ -110,109 +112,109 @@ class DiagnosticsMiddleware:
             return
         await self._websocket(scope, receive, send)
 
-    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901
-        settings = self.settings
-        rewrite_codes = settings.rewrite_codes
-        passthrough_preaccept = settings.preaccept == "passthrough"
+    async def _websocket(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901 - closures count
+        # Per-connection state lives in these cells and two closures, nothing more:
+        # it is all a connection costs in memory.
         accepted = False
         finished = False  # a close or an HTTP response went out: nothing more of ours may follow
         gone = False  # the client is known to have left
 
         logger.debug("websocket connect: path=%s client=%s", scope.get("path"), scope.get("client"))
 
-        async def on_accept(message: Message) -> None:
-            nonlocal accepted
-            await send(message)
-            accepted = True
-            logger.debug("websocket accepted: path=%s", scope.get("path"))
-
-        async def on_close(message: Message) -> None:
-            nonlocal finished
-            if finished:
-                await send(message)  # an odd sequence is the server's to judge
+        async def on_control(message: Message) -> None:
+            nonlocal accepted, finished, gone
+            kind = message["type"]
+            if kind == "websocket.close" and not finished:
+                if self._should_rewrite(message, accepted) and not gone:
+                    logger.info("websocket failure intercepted: app closed with %s", message.get("code"))
+                    finished = True
+                    gone = await self._intervene(scope, send, None, message, accepted)
+                    return
+                finished = True
+                await send(_repaired_close(message) if accepted else message)
                 return
-            code = message.get("code", CLOSE_NORMAL)
-            if (
-                (code in rewrite_codes or (accepted and _repaired_code(code) in rewrite_codes))
-                and (accepted or not passthrough_preaccept)
-                and not gone
-            ):
-                logger.info("websocket failure intercepted: app closed with %s", code)
-                await intervene(None, message)
-                return
-            finished = True
-            await send(_repaired_close(message) if accepted else message)
-
-        async def on_denial(message: Message) -> None:
-            nonlocal finished
-            finished = True
-            await send(message)
-
-        handlers: dict[str, Callable[[Message], Awaitable[None]]] = {
-            "websocket.accept": on_accept,
-            "websocket.close": on_close,
-            "websocket.http.response.start": on_denial,
-        }
+            await send(message)  # odd sequences are the server's to judge
+            if kind == "websocket.accept":
+                accepted = True
+                logger.debug("websocket accepted: path=%s", scope.get("path"))
+            elif kind == "websocket.http.response.start":
+                finished = True
 
         def wrapped_send(message: Message) -> Awaitable[None]:
-            handler = handlers.get(message["type"])
-            if handler is None:
+            # The message path: one dict lookup, then the server's own send.
+            if message["type"] == "websocket.send":
                 return send(message)
-            return handler(message)
+            return on_control(message)
 
-        async def tracking_receive() -> Message:
-            nonlocal gone
-            message = await receive()
-            if message["type"] == "websocket.disconnect":
-                gone = True
-            return message
+        app_receive = receive
+        if self.settings.track_disconnect:
 
-        async def intervene(exc: BaseException | None, app_close: Message | None) -> None:
-            """Diagnose within the deadline, then deliver; never raises (but for cancellation)."""
-            nonlocal finished, gone
-            finished = True
-            started = time.perf_counter()
-            diagnosis: Diagnosis | None = None
-            try:
-                async with asyncio.timeout(self._deadline):
-                    diagnosis = await self.diagnoser.diagnose(exc)
-                if diagnosis is None:
-                    logger.debug("client already gone: %s", type(exc).__name__)
+            async def tracking_receive() -> Message:
+                nonlocal gone
+                message = await receive()
+                if message["type"] == "websocket.disconnect":
                     gone = True
-                    return
-                messages = self._diagnosis_messages(scope, diagnosis, accepted)
-            except Exception:
-                logger.exception("ws_diag could not diagnose; falling back to a plain close")
-                messages = _fallback_messages(app_close, accepted)
-            else:
-                _log_diagnosis(diagnosis, started, messages)
-            try:
-                async with asyncio.timeout(settings.send_timeout):
-                    for message in messages:
-                        await send(message)
-            except TimeoutError:
-                logger.warning("client too slow: frame and close not delivered within %ss", settings.send_timeout)
-            except OSError:
-                gone = True
-                logger.debug("client gone before the close was delivered")
-            except Exception:
-                # Server state machines differ; whatever this server refused, the app's
-                # own exception (or its own close, sent below) is what must surface.
-                logger.exception("the server refused ws_diag's messages")
-                if app_close is not None:
-                    await send(_repaired_close(app_close) if accepted else app_close)
-            else:
-                logger.debug("close sent: code=%s", messages[-1].get("code") if messages else None)
+                return message
 
-        app_receive = tracking_receive if settings.track_disconnect else receive
+            app_receive = tracking_receive
+
         try:
             await self.app(scope, app_receive, wrapped_send)
         except Exception as exc:
-            if finished or gone or (not accepted and passthrough_preaccept):
+            if finished or gone or (not accepted and self._passthrough_preaccept):
                 raise
             logger.info("websocket failure intercepted: app raised %s", type(exc).__name__)
-            await intervene(exc, None)
+            finished = True
+            await self._intervene(scope, send, exc, None, accepted)
             raise
+
+    def _should_rewrite(self, close: Message, accepted: bool) -> bool:
+        if not accepted and self._passthrough_preaccept:
+            return False
+        code = close.get("code", CLOSE_NORMAL)
+        # After accept a code that cannot be delivered counts as the code it is repaired to.
+        return code in self._rewrite_codes or (accepted and _repaired_code(code) in self._rewrite_codes)
+
+    async def _intervene(
+        self, scope: Scope, send: Send, exc: BaseException | None, app_close: Message | None, accepted: bool
+    ) -> bool:
+        """Diagnose within the deadline, then deliver. Returns whether the client is known gone.
+
+        Never raises but for cancellation, and for the server's own answer to the
+        app's own close when it refused ws_diag's messages.
+        """
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._deadline):
+                diagnosis = await self.diagnoser.diagnose(exc)
+            if diagnosis is None:
+                logger.debug("client already gone: %s", type(exc).__name__)
+                return True
+            messages = self._diagnosis_messages(scope, diagnosis, accepted)
+        except Exception:
+            logger.exception("ws_diag could not diagnose; falling back to a plain close")
+            messages = _fallback_messages(app_close, accepted)
+        else:
+            _log_diagnosis(diagnosis, started, messages)
+        send_timeout = self.settings.send_timeout
+        try:
+            async with asyncio.timeout(send_timeout):
+                for message in messages:
+                    await send(message)
+        except TimeoutError:
+            logger.warning("client too slow: frame and close not delivered within %ss", send_timeout)
+        except OSError:
+            logger.debug("client gone before the close was delivered")
+            return True
+        except Exception:
+            # Server state machines differ; whatever this server refused, the app's
+            # own exception (or its own close, sent below) is what must surface.
+            logger.exception("the server refused ws_diag's messages")
+            if app_close is not None:
+                await send(_repaired_close(app_close) if accepted else app_close)
+        else:
+            logger.debug("close sent: code=%s", messages[-1].get("code") if messages else None)
+        return False
 
     def _diagnosis_messages(self, scope: Scope, diagnosis: Diagnosis, accepted: bool) -> list[Message]:
         settings = self.settings
