@@ -97,6 +97,12 @@ def _demo(args: argparse.Namespace) -> int:
     return serve(host=args.host, port=args.port)
 
 
+def _bench(args: argparse.Namespace) -> int:
+    from .bench import run_cli
+
+    return run_cli(args)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line; returns the exit status."""
     parser = argparse.ArgumentParser(prog="ws-diag", description="WebSocket component diagnostics.")
@@ -111,6 +117,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     demo.add_argument("--host", default="127.0.0.1")
     demo.add_argument("--port", type=int, default=8000)
     demo.set_defaults(handler=_demo)
+    bench = commands.add_parser("bench", help="measure ws_diag's per-message cost on your ASGI app, in-process")
+    bench.add_argument("target", nargs="?", default=None, help="module:attribute of an ASGI app (default: an echo app)")
+    bench.add_argument("--messages", type=int, default=20_000, help="messages per round")
+    bench.add_argument("--rounds", type=int, default=7, help="interleaved rounds (medians are reported)")
+    bench.add_argument("--path", default="/ws", help="websocket path to call")
+    bench.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON")
+    bench.set_defaults(handler=_bench)
     args = parser.parse_args(argv)
     result: int = args.handler(args)
     return result
