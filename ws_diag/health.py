@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -126,6 +126,7 @@ class HealthChecker:
         cache_ttl: how long a run's report is reused, seconds (0: never).
         refresh_interval: run in the background every so many seconds, so that a
             diagnosis finds a fresh report; ``None`` for no background runs.
+        clock: the monotonic clock the cache expires by (tests inject their own).
     """
 
     def __init__(
@@ -135,6 +136,7 @@ class HealthChecker:
         timeout: float = 1.0,
         cache_ttl: float = 2.0,
         refresh_interval: float | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.probes = tuple(probes)
         for probe in self.probes:
@@ -152,6 +154,7 @@ class HealthChecker:
         self.timeout = timeout
         self.cache_ttl = cache_ttl
         self.refresh_interval = refresh_interval
+        self._clock = clock
         self.runs = 0  # how many runs started: a storm must not multiply them
         self._cached: HealthReport | None = None
         self._cached_at = 0.0
@@ -161,7 +164,7 @@ class HealthChecker:
 
     def cached(self) -> HealthReport | None:
         """The cached report while it is fresh, else ``None``; never runs probes."""
-        if self._cached is not None and time.monotonic() - self._cached_at < self.cache_ttl:
+        if self._cached is not None and self._clock() - self._cached_at < self.cache_ttl:
             return self._cached
         return None
 
@@ -204,7 +207,7 @@ class HealthChecker:
             self._inflight = None
         if not task.cancelled() and task.exception() is None:
             self._cached = task.result()
-            self._cached_at = time.monotonic()
+            self._cached_at = self._clock()
 
     async def _run(self) -> HealthReport:
         self.runs += 1

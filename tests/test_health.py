@@ -1,0 +1,305 @@
+"""The health checker with fake probes: concurrency, deadlines, failures, cache, single-flight."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Any
+
+import pytest
+
+from ws_diag import Component, CustomComponent
+from ws_diag.health import HealthChecker
+from ws_diag.probes import CallableProbe, ProbeFailed
+
+pytestmark = pytest.mark.asyncio
+
+# Generous bounds for "it did not hang": correctness, not performance.
+NO_HANG = 5.0
+
+
+class FakeProbe:
+    """A probe whose behaviour the test scripts."""
+
+    def __init__(self, name: str, behaviour: Any = None, *, component: Any = Component.DATABASE, required: bool = True):
+        self.name = name
+        self.component = component
+        self.required = required
+        self.behaviour = behaviour
+        self.calls = 0
+
+    async def check(self) -> Any:
+        self.calls += 1
+        if callable(self.behaviour):
+            return await self.behaviour()
+        return self.behaviour
+
+
+class OddBaseException(BaseException):
+    """Not an Exception: the checker must still contain it."""
+
+
+class Clock:
+    """A hand-driven monotonic clock."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def hang() -> None:
+    await asyncio.Event().wait()
+
+
+async def test_all_healthy() -> None:
+    """Probes that return make a healthy report with a latency each."""
+    checker = HealthChecker([FakeProbe("database"), FakeProbe("redis", {"role": "master"}, component=Component.REDIS)])
+    report = await checker.check()
+    assert report.healthy
+    assert [r.status for r in report.results] == ["healthy", "healthy"]
+    assert report.results[1].details == {"role": "master"}
+    assert report.culprit() is None
+    as_dict = report.to_dict()
+    assert as_dict["healthy"] is True
+    assert as_dict["failed_components"] == []
+    assert as_dict["summary"] == "0 of 2 components failed"
+
+
+async def test_probes_run_concurrently() -> None:
+    """A probe that waits for another probe's signal passes: they run at the same time."""
+    signal = asyncio.Event()
+
+    async def waits() -> None:
+        await signal.wait()
+
+    async def signals() -> None:
+        signal.set()
+
+    checker = HealthChecker([FakeProbe("a", waits), FakeProbe("b", signals)], timeout=NO_HANG)
+    report = await checker.check()
+    assert report.healthy
+
+
+async def test_hanging_probe_fails_at_the_deadline() -> None:
+    """A probe that never answers becomes a failed result; the others still report."""
+    checker = HealthChecker([FakeProbe("database", hang), FakeProbe("redis", component=Component.REDIS)], timeout=0.05)
+    report = await asyncio.wait_for(checker.check(), NO_HANG)
+    database, redis = report.results
+    assert database.status == "failed"
+    assert database.error_type == "TimeoutError"
+    assert redis.ok
+    await checker.aclose()
+
+
+async def test_probe_ignoring_cancellation_cannot_hold_the_deadline() -> None:
+    """A probe that swallows cancellation and keeps waiting still cannot delay the report."""
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    checker = HealthChecker([FakeProbe("database", stubborn)], timeout=0.05)
+    report = await asyncio.wait_for(checker.check(), NO_HANG)
+    assert report.results[0].status == "failed"
+    release.set()
+    await checker.aclose()
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "error_type"),
+    [
+        (ProbeFailed("down"), "ProbeFailed"),
+        (ConnectionRefusedError(111, "refused"), "ConnectionRefusedError"),
+        (OddBaseException(), "OddBaseException"),
+    ],
+)
+async def test_raising_probe_is_a_failed_result(behaviour: BaseException, error_type: str) -> None:
+    """Anything a probe raises, even a non-Exception BaseException, becomes a failed result."""
+
+    async def raises() -> None:
+        raise behaviour
+
+    report = await HealthChecker([FakeProbe("database", raises)]).check()
+    assert report.results[0].status == "failed"
+    assert report.results[0].error_type == error_type
+
+
+@pytest.mark.parametrize("garbage", [42, "ok", [1, 2], object()])
+async def test_garbage_results_are_failures(garbage: object) -> None:
+    """A probe that returns something other than None or a mapping has failed."""
+    report = await HealthChecker([FakeProbe("database", garbage)]).check()
+    assert report.results[0].status == "failed"
+    assert report.results[0].error_type == "TypeError"
+
+
+async def test_not_a_probe_is_refused() -> None:
+    """Objects without the probe protocol are refused when the checker is built."""
+    with pytest.raises(TypeError, match="is not a probe"):
+        HealthChecker([object()])  # type: ignore[list-item]
+
+
+async def test_duplicate_names_refused() -> None:
+    """Two probes cannot share a name: the report is keyed by it."""
+    with pytest.raises(ValueError, match="unique"):
+        HealthChecker([FakeProbe("x"), FakeProbe("x")])
+
+
+async def test_non_required_failure_is_degraded() -> None:
+    """A failed probe that is not required degrades the report but keeps it healthy."""
+
+    async def down() -> None:
+        raise ProbeFailed("cache down")
+
+    report = await HealthChecker([FakeProbe("redis", down, component=Component.REDIS, required=False)]).check()
+    assert report.healthy
+    assert report.results[0].status == "degraded"
+    assert report.to_dict()["degraded_components"] == ["redis"]
+    assert report.culprit() is report.results[0]
+
+
+async def test_culprit_priority() -> None:
+    """Failed required probes beat degraded ones; among them the priority order decides."""
+
+    async def down() -> None:
+        raise ProbeFailed("down")
+
+    billing = CustomComponent("billing", "Billing", 4100)
+    checker = HealthChecker(
+        [
+            FakeProbe("billing", down, component=billing),
+            FakeProbe("cache", down, component=Component.REDIS, required=False),
+            FakeProbe("redis", down, component=Component.REDIS),
+            FakeProbe("db", down, component=Component.DATABASE),
+        ]
+    )
+    report = await checker.check()
+    assert report.culprit().name == "db"  # type: ignore[union-attr]
+    assert report.culprit(["billing"]).name == "billing"  # type: ignore[union-attr]
+    assert report.culprit(["redis"]).name == "redis"  # type: ignore[union-attr]
+
+
+async def test_cache_reuses_and_expires() -> None:
+    """Within cache_ttl the report is reused; after it, the probes run again."""
+    clock = Clock()
+    probe = FakeProbe("database")
+    checker = HealthChecker([probe], cache_ttl=2.0, clock=clock)
+    first = await checker.check()
+    clock.now += 1.9
+    assert await checker.check() is first
+    assert probe.calls == 1
+    clock.now += 0.2
+    assert await checker.check() is not first
+    assert probe.calls == 2
+    assert checker.cached() is not None
+    assert await checker.check(fresh=True) is not first
+    assert probe.calls == 3
+
+
+async def test_single_flight_under_a_storm() -> None:
+    """A thousand concurrent callers while a check is in flight share one probe run."""
+    gate = asyncio.Event()
+
+    async def slow() -> None:
+        await gate.wait()
+
+    probe = FakeProbe("database", slow)
+    checker = HealthChecker([probe], timeout=NO_HANG, cache_ttl=60)
+    callers = [asyncio.ensure_future(checker.check()) for _ in range(1000)]
+    await asyncio.sleep(0)
+    gate.set()
+    reports = await asyncio.gather(*callers)
+    assert probe.calls == 1
+    assert checker.runs == 1
+    assert all(r is reports[0] for r in reports)
+
+
+async def test_a_caller_giving_up_does_not_cancel_the_shared_run() -> None:
+    """One caller's timeout leaves the shared run going for the others."""
+    gate = asyncio.Event()
+
+    async def slow() -> None:
+        await gate.wait()
+
+    checker = HealthChecker([FakeProbe("database", slow)], timeout=NO_HANG)
+    impatient = asyncio.ensure_future(asyncio.wait_for(checker.check(), 0.01))
+    patient = asyncio.ensure_future(checker.check())
+    with pytest.raises(TimeoutError):
+        await impatient
+    gate.set()
+    report = await patient
+    assert report.healthy
+
+
+async def test_error_text_is_redacted() -> None:
+    """A DSN password in a probe's error never reaches the report, exposed or not."""
+
+    async def leaky() -> None:
+        raise ConnectionError("cannot reach postgresql://app:hunter2@db:5432/app")
+
+    report = await HealthChecker([FakeProbe("database", leaky)]).check()
+    for expose in (True, False):
+        text = str(report.to_dict(expose_details=expose))
+        assert "hunter2" not in text
+    assert "postgresql://app:***@db" in str(report.to_dict(expose_details=True))
+    assert report.to_dict(expose_details=False)["component_details"]["database"]["error"] == "ConnectionError"
+
+
+async def test_report_codes_follow_the_scheme() -> None:
+    """error_code in the report follows the code scheme."""
+
+    async def down() -> None:
+        raise ProbeFailed("down")
+
+    report = await HealthChecker([FakeProbe("database", down)]).check()
+    assert report.to_dict()["component_details"]["database"]["error_code"] == 4005
+    assert report.to_dict(code_scheme="legacy")["component_details"]["database"]["error_code"] == 1005
+
+
+async def test_background_refresh() -> None:
+    """With refresh_interval the checker keeps a fresh report without being asked."""
+    probe = FakeProbe("database")
+    checker = HealthChecker([probe], refresh_interval=0.01, cache_ttl=60)
+    checker.start()
+    checker.start()  # idempotent
+    for _ in range(500):
+        if probe.calls >= 3:
+            break
+        await asyncio.sleep(0.01)
+    assert probe.calls >= 3
+    assert checker.cached() is not None
+    await checker.aclose()
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+async def test_callable_probe_sync_async_and_verdicts() -> None:
+    """CallableProbe accepts sync and async functions; False or a raise is a failure."""
+    probes = [
+        CallableProbe("sync_ok", Component.SUPERVISOR, lambda: True),
+        CallableProbe("async_ok", Component.BRIDGE, _async_details),
+        CallableProbe("sync_false", Component.SUPERVISOR, lambda: False),
+        CallableProbe("sync_raise", Component.INTEGRATION, _raise_sync, required=False),
+        CallableProbe("garbage", Component.INTEGRATION, lambda: 3),
+    ]
+    report = await HealthChecker(probes).check()
+    statuses = {r.name: r.status for r in report.results}
+    assert statuses == {
+        "sync_ok": "healthy",
+        "async_ok": "healthy",
+        "sync_false": "failed",
+        "sync_raise": "degraded",
+        "garbage": "failed",
+    }
+    assert report.results[1].details == {"agents": 3}
+
+
+async def _async_details() -> dict[str, int]:
+    return {"agents": 3}
+
+
+def _raise_sync() -> None:
+    raise ProbeFailed("integration down")
