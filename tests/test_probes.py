@@ -22,9 +22,9 @@ DEADLINE = 0.3
 NO_HANG = 5.0
 
 
-async def verdict(probe: Any, timeout: float = DEADLINE) -> Any:
+async def verdict(probe: Any, deadline: float = DEADLINE) -> Any:
     """Run one probe through a checker, bounded; return its result."""
-    checker = HealthChecker([probe], timeout=timeout, cache_ttl=0)
+    checker = HealthChecker([probe], timeout=deadline, cache_ttl=0)
     try:
         report = await asyncio.wait_for(checker.check(), NO_HANG)
     finally:
@@ -78,7 +78,7 @@ async def test_postgres_frozen_fails_at_the_deadline(postgres: PostgresServer) -
     probe = PostgresProbe(postgres.dsn, timeout=DEADLINE)
     postgres.freeze()
     try:
-        result = await verdict(probe, timeout=DEADLINE * 2)
+        result = await verdict(probe, deadline=DEADLINE * 2)
     finally:
         postgres.thaw()
     assert result.status == "failed"
@@ -88,7 +88,7 @@ async def test_postgres_frozen_fails_at_the_deadline(postgres: PostgresServer) -
 
 async def test_postgres_black_hole(silent_listener: SilentListener) -> None:
     """A listener that accepts and never answers fails the probe by the deadline."""
-    result = await verdict(PostgresProbe(silent_listener.postgres_dsn, timeout=DEADLINE), timeout=DEADLINE * 2)
+    result = await verdict(PostgresProbe(silent_listener.postgres_dsn, timeout=DEADLINE), deadline=DEADLINE * 2)
     assert result.status == "failed"
     assert result.error_type == "TimeoutError"
     assert PostgresServer.password not in (result.error or "")
@@ -124,7 +124,7 @@ async def test_redis_frozen_fails_at_the_deadline(redis: RedisServer) -> None:
     probe = RedisProbe(redis.url, timeout=DEADLINE, required=True)
     redis.freeze()
     try:
-        result = await verdict(probe, timeout=DEADLINE * 2)
+        result = await verdict(probe, deadline=DEADLINE * 2)
     finally:
         redis.thaw()
     assert result.status == "failed"
@@ -134,7 +134,7 @@ async def test_redis_frozen_fails_at_the_deadline(redis: RedisServer) -> None:
 async def test_redis_black_hole_with_password(silent_listener: SilentListener) -> None:
     """A black-holed Redis fails in time, and the URL's password is nowhere in the result."""
     url = f"redis://:Pa55-Redis-Secret@127.0.0.1:{silent_listener.port}/0"
-    result = await verdict(RedisProbe(url, timeout=DEADLINE), timeout=DEADLINE * 2)
+    result = await verdict(RedisProbe(url, timeout=DEADLINE), deadline=DEADLINE * 2)
     assert result.status == "degraded"
     assert "Pa55-Redis-Secret" not in (result.error or "")
 

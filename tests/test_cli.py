@@ -1,0 +1,85 @@
+"""The ws-diag command line, run as a real subprocess."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+from services import PostgresServer, RedisServer, SilentListener
+
+TIMEOUT = 60
+
+
+def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``python -m ws_diag`` with only the given WS_DIAG_* variables."""
+    clean = {k: v for k, v in os.environ.items() if not k.startswith("WS_DIAG_")}
+    return subprocess.run(
+        [sys.executable, "-m", "ws_diag", *args],
+        env={**clean, **env},
+        capture_output=True,
+        text=True,
+        timeout=TIMEOUT,
+        check=False,
+    )
+
+
+def test_check_healthy(postgres: PostgresServer, redis: RedisServer) -> None:
+    """check against running services prints a table and exits 0."""
+    result = run("check", WS_DIAG_POSTGRES_DSN=postgres.dsn, WS_DIAG_REDIS_URL=redis.url)
+    assert result.returncode == 0, result.stderr
+    assert "database" in result.stdout
+    assert "healthy: 0 of 2 components failed" in result.stdout
+
+
+def test_check_names_redis_when_it_is_down(postgres: PostgresServer, redis: RedisServer) -> None:
+    """With Redis stopped, check --json names redis, exits 0 (Redis is degraded, not required) and leaks nothing."""
+    redis.kill()
+    result = run("check", "--json", WS_DIAG_POSTGRES_DSN=postgres.dsn, WS_DIAG_REDIS_URL=redis.url)
+    report = json.loads(result.stdout)
+    assert report["degraded_components"] == ["redis"]
+    assert report["component_details"]["redis"]["error_code"] == 4007
+    assert result.returncode == 0
+    assert PostgresServer.password not in result.stdout + result.stderr
+
+
+def test_check_unhealthy_exit_1(silent_listener: SilentListener) -> None:
+    """A black-holed database fails within the deadline and exits 1, without printing the password."""
+    result = run("check", WS_DIAG_POSTGRES_DSN=silent_listener.postgres_dsn, WS_DIAG_PROBE_TIMEOUT="0.3")
+    assert result.returncode == 1
+    assert "UNHEALTHY: 1 of 1 components failed" in result.stdout
+    assert "TimeoutError" in result.stdout
+    assert PostgresServer.password not in result.stdout + result.stderr
+
+
+def test_check_bad_configuration_exit_2() -> None:
+    """Invalid settings exit 2 with a message naming the variable."""
+    result = run("check", WS_DIAG_PROBE_TIMEOUT="soon")
+    assert result.returncode == 2
+    assert "WS_DIAG_PROBE_TIMEOUT" in result.stderr
+
+
+def test_check_nothing_configured_exit_2() -> None:
+    """With no probe configured, check says what to set and exits 2."""
+    result = run("check")
+    assert result.returncode == 2
+    assert "WS_DIAG_POSTGRES_DSN" in result.stderr
+
+
+def test_missing_env_is_named() -> None:
+    """A missing required variable makes check fail naming it."""
+    result = run("check", WS_DIAG_REQUIRED_ENV='["WS_DIAG_TEST_SURELY_MISSING"]')
+    assert result.returncode == 1
+    assert "WS_DIAG_TEST_SURELY_MISSING" in result.stdout
+
+
+def test_codes_table() -> None:
+    """codes prints both schemes, including the legacy wire mapping."""
+    result = run("codes")
+    assert result.returncode == 0
+    lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
+    assert lines["Database"][-4:] == ["4005", "1005", "4005", "503"]
+    assert lines["Redis"][-4:] == ["4007", "1007", "1007", "503"]
+    as_json = json.loads(run("codes", "--json").stdout)
+    assert len(as_json) == 10

@@ -1,0 +1,184 @@
+"""Faults through a real server: real probes against the suite's own PostgreSQL and Redis."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from typing import Any
+
+import pytest
+from servers import SERVER_KINDS, run_server
+from services import PostgresServer, RedisServer, SilentListener
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
+
+from ws_diag import DiagnosticsMiddleware, DiagSettings
+from ws_diag.probes import PostgresProbe, Probe, RedisProbe
+
+pytestmark = pytest.mark.asyncio
+
+DEADLINE = 0.4
+NO_HANG = 10.0
+
+
+class Counting:
+    """Wraps a probe and counts its runs."""
+
+    def __init__(self, probe: Probe) -> None:
+        self.probe = probe
+        self.name = probe.name
+        self.component = probe.component
+        self.required = probe.required
+        self.calls = 0
+
+    async def check(self) -> Any:
+        self.calls += 1
+        return await self.probe.check()
+
+
+async def ambiguous_failure(scope: Any, receive: Any, send: Any) -> None:
+    """Accept, read one message, then fail with an exception that names no component."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    await receive()
+    raise TimeoutError("something upstream timed out")
+
+
+async def one_session(url: str) -> tuple[int | None, dict[str, Any] | None, float]:
+    """Send one message; return the close code, the frame and seconds from send to close."""
+    frame = None
+    async with connect(url, open_timeout=NO_HANG, close_timeout=NO_HANG) as ws:
+        sent = time.perf_counter()
+        await ws.send("hi")
+        try:
+            while True:
+                message = await asyncio.wait_for(ws.recv(), NO_HANG)
+                frame = json.loads(message)["error"]
+        except ConnectionClosed:
+            pass
+        return ws.close_code, frame, time.perf_counter() - sent
+
+
+async def poll_until(url: str, done: Any) -> tuple[int | None, dict[str, Any] | None]:
+    """Open sessions until ``done(close_code)``, for at most NO_HANG seconds."""
+    deadline = time.monotonic() + NO_HANG
+    while True:
+        code, frame, _ = await one_session(url)
+        if done(code) or time.monotonic() > deadline:
+            return code, frame
+        await asyncio.sleep(0.02)
+
+
+def middleware(postgres_dsn: str, redis_url: str, **settings: Any) -> tuple[DiagnosticsMiddleware, list[Counting]]:
+    """The ambiguous-failure app behind ws_diag with counted real probes."""
+    probes = [
+        Counting(PostgresProbe(postgres_dsn, timeout=DEADLINE)),
+        Counting(RedisProbe(redis_url, timeout=DEADLINE)),
+    ]
+    options: dict[str, Any] = {"probe_timeout": DEADLINE, "cache_ttl": 0.2, **settings}
+    app = DiagnosticsMiddleware(ambiguous_failure, settings=DiagSettings(**options), probes=probes)
+    return app, probes
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_redis_killed_then_restarted(kind: str, postgres: PostgresServer, redis: RedisServer) -> None:
+    """Healthy: 1011. Redis killed: 4007. Redis back: 1011 again once the cached result expires."""
+    app, _ = middleware(postgres.dsn, redis.url)
+    async with run_server(app, kind) as url:
+        code, frame, _ = await one_session(url)
+        assert (code, frame and frame["component"]) == (1011, "Generic Internal")
+        await redis.akill()
+        # The healthy result cached above stays valid for cache_ttl: poll past it.
+        code, frame = await poll_until(url, lambda code: code != 1011)
+        assert (code, frame and frame["component"]) == (4007, "Redis")
+        await redis.astart()
+        code, frame = await poll_until(url, lambda code: code == 1011)
+        assert code == 1011
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_postgres_stopped_gives_4005(kind: str, postgres: PostgresServer, redis: RedisServer) -> None:
+    """With PostgreSQL stopped, an ambiguous failure is attributed to the database: 4005."""
+    app, _ = middleware(postgres.dsn, redis.url)
+    await postgres.astop()
+    async with run_server(app, kind) as url:
+        code, frame, _ = await one_session(url)
+    assert code == 4005
+    assert frame is not None
+    assert frame["component"] == "Database"
+    assert PostgresServer.password not in json.dumps(frame)
+
+
+async def test_postgres_frozen_is_diagnosed_at_the_deadline(postgres: PostgresServer, redis: RedisServer) -> None:
+    """A SIGSTOPped PostgreSQL: the client still gets 4005, bounded by the probe deadline."""
+    app, _ = middleware(postgres.dsn, redis.url)
+    async with run_server(app, "hypercorn") as url:
+        postgres.freeze()
+        try:
+            code, frame, took = await one_session(url)
+        finally:
+            postgres.thaw()
+    assert code == 4005
+    assert frame is not None
+    assert frame["component"] == "Database"
+    assert took < NO_HANG
+
+
+async def test_black_holed_database(silent_listener: SilentListener, redis: RedisServer) -> None:
+    """A database address that accepts and never answers gives 4005 by the deadline, not a hang."""
+    app, _ = middleware(silent_listener.postgres_dsn, redis.url)
+    async with run_server(app, "uvicorn-websockets") as url:
+        code, _frame, took = await one_session(url)
+    assert code == 4005
+    assert took < NO_HANG
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_storm_of_500_failing_sessions(kind: str, postgres: PostgresServer, redis: RedisServer) -> None:
+    """500 sessions failing at once while Redis is down: all get 4007, each probe runs once, no task leaks."""
+    sessions = 500
+    accepted = 0
+    all_in = asyncio.Event()
+    go = asyncio.Event()
+
+    async def storm_app(scope: Any, receive: Any, send: Any) -> None:
+        nonlocal accepted
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted += 1
+        if accepted == sessions:
+            all_in.set()
+        await go.wait()
+        raise TimeoutError("upstream timed out")
+
+    probes = [
+        Counting(PostgresProbe(postgres.dsn, timeout=DEADLINE)),
+        Counting(RedisProbe(redis.url, timeout=DEADLINE)),
+    ]
+    settings = DiagSettings(probe_timeout=DEADLINE, cache_ttl=60)
+    app = DiagnosticsMiddleware(storm_app, settings=settings, probes=probes)
+    await redis.akill()
+    baseline = asyncio.all_tasks()
+
+    async def client(url: str) -> tuple[int | None, str | None]:
+        async with connect(url, open_timeout=NO_HANG * 3, close_timeout=NO_HANG) as ws:
+            frame = None
+            try:
+                while True:
+                    frame = json.loads(await asyncio.wait_for(ws.recv(), NO_HANG * 3))["error"]["component"]
+            except ConnectionClosed:
+                pass
+            return ws.close_code, frame
+
+    async with run_server(app, kind) as url:
+        clients = [asyncio.ensure_future(client(url)) for _ in range(sessions)]
+        await asyncio.wait_for(all_in.wait(), NO_HANG * 6)
+        go.set()
+        results = await asyncio.gather(*clients)
+    assert results == [(4007, "Redis")] * sessions
+    assert [p.calls for p in probes] == [1, 1]
+    assert app.checker.runs == 1
+    await app.checker.aclose()
+    leftover = {t for t in asyncio.all_tasks() - baseline if not t.done()}
+    assert leftover == set()
