@@ -31,10 +31,18 @@ class Counting:
         self.component = probe.component
         self.required = probe.required
         self.calls = 0
+        self._called = asyncio.Event()
 
     async def check(self) -> Any:
         self.calls += 1
+        self._called.set()
         return await self.probe.check()
+
+    async def wait_calls(self, count: int) -> None:
+        """Wait until the probe has run ``count`` times."""
+        while self.calls < count:
+            self._called.clear()
+            await self._called.wait()
 
 
 async def ambiguous_failure(scope: Any, receive: Any, send: Any) -> None:
@@ -182,3 +190,32 @@ async def test_storm_of_500_failing_sessions(kind: str, postgres: PostgresServer
     await app.checker.aclose()
     leftover = {t for t in asyncio.all_tasks() - baseline if not t.done()}
     assert leftover == set()
+
+
+async def test_settings_alone_name_redis(
+    monkeypatch: pytest.MonkeyPatch, postgres: PostgresServer, redis: RedisServer
+) -> None:
+    """Only WS_DIAG_POSTGRES_DSN and WS_DIAG_REDIS_URL set, Redis stopped: the session names Redis, no secret."""
+    monkeypatch.setenv("WS_DIAG_POSTGRES_DSN", postgres.dsn)
+    monkeypatch.setenv("WS_DIAG_REDIS_URL", redis.url)
+    monkeypatch.setenv("WS_DIAG_PROBE_TIMEOUT", str(DEADLINE))
+    app = DiagnosticsMiddleware(ambiguous_failure)
+    assert [p.name for p in app.checker.probes] == ["database", "redis"]
+    await redis.akill()
+    async with run_server(app, "uvicorn-wsproto") as url:
+        code, frame, took = await one_session(url)
+    assert code == 4007
+    assert frame is not None
+    assert frame["component"] == "Redis"
+    assert PostgresServer.password not in json.dumps(frame)
+    assert took < NO_HANG
+
+
+async def test_background_refresh_makes_diagnosis_instant(postgres: PostgresServer, redis: RedisServer) -> None:
+    """With refresh_interval, the first request starts background checks and failures find a fresh report."""
+    app, probes = middleware(postgres.dsn, redis.url, refresh_interval=0.05, cache_ttl=60)
+    async with run_server(app, "hypercorn") as url:
+        await one_session(url)
+        await asyncio.wait_for(probes[0].wait_calls(3), NO_HANG)
+        assert app.checker.cached() is not None
+    await app.checker.aclose()
