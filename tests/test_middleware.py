@@ -467,9 +467,10 @@ async def test_log_lines_carry_the_incident_id(caplog: pytest.LogCaptureFixture)
     caplog.set_level(logging.DEBUG, logger="ws_diag")
     run = await drive(wrap(raising(WebSocketComponentError.database_failure())))
     incident = frame_of(run)["incident_id"]
-    records = [r for r in caplog.records if getattr(r, "incident_id", None) == incident]
+    records = [r for r in caplog.records if getattr(r, "ws_diag_event", None) == "diagnosis"]
     assert len(records) == 1
     record = records[0]
+    assert record.incident_id == incident  # type: ignore[attr-defined]
     assert (record.component, record.code) == ("database", 4005)  # type: ignore[attr-defined]
     assert record.took_ms >= 0  # type: ignore[attr-defined]
     messages = [r.getMessage() for r in caplog.records]
@@ -477,5 +478,7 @@ async def test_log_lines_carry_the_incident_id(caplog: pytest.LogCaptureFixture)
     assert any(m.startswith("websocket accepted") for m in messages)
     assert any(m.startswith("websocket failure intercepted") for m in messages)
     assert any(m.startswith("close sent") for m in messages)
+    events = [getattr(r, "ws_diag_event", None) for r in caplog.records if r.name == "ws_diag"]
+    assert events == ["connect", "accept", "intercepted", "diagnosis", "close_sent"]
     # The app's traceback is the server's to log, once; ws_diag logs none.
     assert not any(r.exc_info for r in caplog.records)

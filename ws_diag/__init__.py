@@ -6,7 +6,9 @@ from .classify import CLIENT_GONE, Classifier
 from .codes import Component, ComponentLike, CustomComponent
 from .diagnosis import Diagnosis
 from .errors import WebSocketComponentError
+from .health import HealthChecker, HealthReport, validate_websocket_component_health
 from .middleware import DiagnosticsMiddleware
+from .responder import DiagnosisEvent
 from .settings import DiagSettings
 
 __all__ = [
@@ -17,8 +19,12 @@ __all__ = [
     "CustomComponent",
     "DiagSettings",
     "Diagnosis",
+    "DiagnosisEvent",
     "DiagnosticsMiddleware",
+    "HealthChecker",
+    "HealthReport",
     "WebSocketComponentError",
+    "validate_websocket_component_health",
 ]
 
 __version__ = "0.1.0"

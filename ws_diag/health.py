@@ -127,6 +127,7 @@ class HealthChecker:
         refresh_interval: run in the background every so many seconds, so that a
             diagnosis finds a fresh report; ``None`` for no background runs.
         clock: the monotonic clock the cache expires by (tests inject their own).
+        on_report: callables given each new report (metrics); one that raises is logged and ignored.
     """
 
     def __init__(
@@ -137,6 +138,7 @@ class HealthChecker:
         cache_ttl: float = 2.0,
         refresh_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
+        on_report: Iterable[Callable[[HealthReport], object]] = (),
     ) -> None:
         self.probes = tuple(probes)
         for probe in self.probes:
@@ -155,6 +157,7 @@ class HealthChecker:
         self.cache_ttl = cache_ttl
         self.refresh_interval = refresh_interval
         self._clock = clock
+        self.on_report = tuple(on_report)
         self.runs = 0  # how many runs started: a storm must not multiply them
         self._cached: HealthReport | None = None
         self._cached_at = 0.0
@@ -229,7 +232,12 @@ class HealthChecker:
                 results.append(_failure(probe, self.timeout * 1000, TimeoutError(f"no answer within {self.timeout}s")))
         report = HealthReport(tuple(results), checked_at, (time.perf_counter() - started) * 1000)
         if any(not r.ok for r in results):
-            logger.info("health check: %s", report.to_dict()["summary"])
+            logger.info("health check: %s", report.to_dict()["summary"], extra={"ws_diag_event": "health_check"})
+        for hook in self.on_report:
+            try:
+                hook(report)
+            except Exception:
+                logger.exception("on_report hook %r failed", hook, extra={"ws_diag_event": "hook_failed"})
         return report
 
     def _straggler_done(self, task: asyncio.Task[Any]) -> None:

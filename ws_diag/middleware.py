@@ -8,51 +8,31 @@ only ``websocket.accept``, ``websocket.close`` and the HTTP denial to handlers.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import time
-from collections.abc import Awaitable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .classify import Classifier
-from .codes import (
-    CLOSE_INTERNAL_ERROR,
-    CLOSE_NORMAL,
-    ComponentLike,
-    repair_close_code,
-    truncate_reason,
-    validate_components,
-    wire_code,
-)
+from .codes import CLOSE_NORMAL, ComponentLike, validate_components
 from .diagnoser import Diagnoser
-from .diagnosis import Diagnosis, close_reason, frame_json
 from .endpoint import serve_health
-from .health import HealthChecker
+from .health import HealthChecker, HealthReport
 from .probes import Probe, probes_from_settings
+from .responder import DiagnosisHook, Responder, repaired_close, repaired_code
 from .settings import DiagSettings
 
 __all__ = ["DiagnosticsMiddleware"]
 
 logger = logging.getLogger("ws_diag")
 
-_DENIAL_EXTENSION = "websocket.http.response"
-_DEADLINE_SLACK = 0.05
+
+_Hook = TypeVar("_Hook", bound=Callable[..., object])
+ReportHook = Callable[[HealthReport], object]
 
 
-def _repaired_code(code: object) -> int:
-    return repair_close_code(code) if isinstance(code, int) else CLOSE_INTERNAL_ERROR
-
-
-def _repaired_close(message: Message) -> Message:
-    """The app's close message, or a copy with a deliverable code and reason."""
-    code = message.get("code", CLOSE_NORMAL)
-    reason = message.get("reason")
-    good_code = _repaired_code(code)
-    good_reason = truncate_reason(reason) if isinstance(reason, str) else None
-    if good_code == code and good_reason == reason:
-        return message
-    logger.warning("repaired an undeliverable close from the app: code %r -> %d", code, good_code)
-    return {**message, "code": good_code, "reason": good_reason or ""}
+def _as_tuple(hooks: _Hook | Iterable[_Hook]) -> tuple[_Hook, ...]:
+    return (hooks,) if callable(hooks) else tuple(hooks)
 
 
 class DiagnosticsMiddleware:
@@ -64,6 +44,9 @@ class DiagnosticsMiddleware:
         probes: health probes consulted when a failure names no component.
         classifier: exception-type rules; the built-in ones when omitted.
         components: custom components the app uses, checked for clashing keys and codes.
+        on_diagnosis: callables given a :class:`~ws_diag.DiagnosisEvent` after each
+            intervention (metrics, Sentry, tracing); a hook that raises is logged and ignored.
+        on_health_report: callables given each new health report (probe metrics).
     """
 
     def __init__(
@@ -75,6 +58,8 @@ class DiagnosticsMiddleware:
         checker: HealthChecker | None = None,
         classifier: Classifier | None = None,
         components: Iterable[ComponentLike] = (),
+        on_diagnosis: DiagnosisHook | Iterable[DiagnosisHook] = (),
+        on_health_report: ReportHook | Iterable[ReportHook] = (),
     ) -> None:
         self.app = app
         self.settings = settings = settings if settings is not None else DiagSettings()
@@ -86,19 +71,18 @@ class DiagnosticsMiddleware:
                 timeout=settings.probe_timeout,
                 cache_ttl=settings.cache_ttl,
                 refresh_interval=settings.refresh_interval,
+                on_report=_as_tuple(on_health_report),
             )
-        elif tuple(probes):
-            msg = "pass probes either to the middleware or to its checker, not both"
+        elif tuple(probes) or _as_tuple(on_health_report):
+            msg = "pass probes and on_health_report either to the middleware or to its checker, not both"
             raise ValueError(msg)
         self.checker = checker
         self.diagnoser = Diagnoser(self.classifier, checker, settings.probe_priority)
+        self.responder = Responder(settings, self.diagnoser, _as_tuple(on_diagnosis))
         self._health_path = settings.health_path
         self._rewrite_codes = settings.rewrite_codes
         self._passthrough_preaccept = settings.preaccept == "passthrough"
         self._refresh_pending = checker.refresh_interval is not None and bool(checker.probes)
-        # The checker cuts its probes off at probe_timeout; this outer bound only
-        # guards against a broken diagnoser, so it must not fire first.
-        self._deadline = settings.probe_timeout + _DEADLINE_SLACK
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._refresh_pending:
@@ -119,24 +103,37 @@ class DiagnosticsMiddleware:
         finished = False  # a close or an HTTP response went out: nothing more of ours may follow
         gone = False  # the client is known to have left
 
-        logger.debug("websocket connect: path=%s client=%s", scope.get("path"), scope.get("client"))
+        logger.debug(
+            "websocket connect: path=%s client=%s",
+            scope.get("path"),
+            scope.get("client"),
+            extra={"ws_diag_event": "connect", "path": scope.get("path")},
+        )
 
         async def on_control(message: Message) -> None:
             nonlocal accepted, finished, gone
             kind = message["type"]
             if kind == "websocket.close" and not finished:
                 if self._should_rewrite(message, accepted) and not gone:
-                    logger.info("websocket failure intercepted: app closed with %s", message.get("code"))
+                    logger.info(
+                        "websocket failure intercepted: app closed with %s",
+                        message.get("code"),
+                        extra={"ws_diag_event": "intercepted", "path": scope.get("path"), "code": message.get("code")},
+                    )
                     finished = True
-                    gone = await self._intervene(scope, send, None, message, accepted)
+                    gone = await self.responder.intervene(scope, send, None, message, accepted)
                     return
                 finished = True
-                await send(_repaired_close(message) if accepted else message)
+                await send(repaired_close(message) if accepted else message)
                 return
             await send(message)  # odd sequences are the server's to judge
             if kind == "websocket.accept":
                 accepted = True
-                logger.debug("websocket accepted: path=%s", scope.get("path"))
+                logger.debug(
+                    "websocket accepted: path=%s",
+                    scope.get("path"),
+                    extra={"ws_diag_event": "accept", "path": scope.get("path")},
+                )
             elif kind == "websocket.http.response.start":
                 finished = True
 
@@ -163,9 +160,13 @@ class DiagnosticsMiddleware:
         except Exception as exc:
             if finished or gone or (not accepted and self._passthrough_preaccept):
                 raise
-            logger.info("websocket failure intercepted: app raised %s", type(exc).__name__)
+            logger.info(
+                "websocket failure intercepted: app raised %s",
+                type(exc).__name__,
+                extra={"ws_diag_event": "intercepted", "path": scope.get("path"), "exception": type(exc).__name__},
+            )
             finished = True
-            await self._intervene(scope, send, exc, None, accepted)
+            await self.responder.intervene(scope, send, exc, None, accepted)
             raise
 
     def _should_rewrite(self, close: Message, accepted: bool) -> bool:
@@ -173,94 +174,4 @@ class DiagnosticsMiddleware:
             return False
         code = close.get("code", CLOSE_NORMAL)
         # After accept a code that cannot be delivered counts as the code it is repaired to.
-        return code in self._rewrite_codes or (accepted and _repaired_code(code) in self._rewrite_codes)
-
-    async def _intervene(
-        self, scope: Scope, send: Send, exc: BaseException | None, app_close: Message | None, accepted: bool
-    ) -> bool:
-        """Diagnose within the deadline, then deliver. Returns whether the client is known gone.
-
-        Never raises but for cancellation, and for the server's own answer to the
-        app's own close when it refused ws_diag's messages.
-        """
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(self._deadline):
-                diagnosis = await self.diagnoser.diagnose(exc)
-            if diagnosis is None:
-                logger.debug("client already gone: %s", type(exc).__name__)
-                return True
-            messages = self._diagnosis_messages(scope, diagnosis, accepted)
-        except Exception:
-            logger.exception("ws_diag could not diagnose; falling back to a plain close")
-            messages = _fallback_messages(app_close, accepted)
-        else:
-            _log_diagnosis(diagnosis, started, messages)
-        send_timeout = self.settings.send_timeout
-        try:
-            async with asyncio.timeout(send_timeout):
-                for message in messages:
-                    await send(message)
-        except TimeoutError:
-            logger.warning("client too slow: frame and close not delivered within %ss", send_timeout)
-        except OSError:
-            logger.debug("client gone before the close was delivered")
-            return True
-        except Exception:
-            # Server state machines differ; whatever this server refused, the app's
-            # own exception (or its own close, sent below) is what must surface.
-            logger.exception("the server refused ws_diag's messages")
-            if app_close is not None:
-                await send(_repaired_close(app_close) if accepted else app_close)
-        else:
-            logger.debug("close sent: code=%s", messages[-1].get("code") if messages else None)
-        return False
-
-    def _diagnosis_messages(self, scope: Scope, diagnosis: Diagnosis, accepted: bool) -> list[Message]:
-        settings = self.settings
-        text = frame_json(diagnosis, code_scheme=settings.code_scheme, expose_details=settings.expose_details)
-        if not accepted and settings.preaccept == "http_denial" and _DENIAL_EXTENSION in scope.get("extensions", {}):
-            return [
-                {
-                    "type": "websocket.http.response.start",
-                    "status": diagnosis.component.http_status,
-                    "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
-                },
-                {"type": "websocket.http.response.body", "body": text.encode()},
-            ]
-        close = {
-            "type": "websocket.close",
-            "code": wire_code(diagnosis.component, settings.code_scheme),
-            "reason": close_reason(diagnosis),
-        }
-        frame = {"type": "websocket.send", "text": text}
-        return [frame, close] if accepted else [{"type": "websocket.accept"}, frame, close]
-
-
-def _fallback_messages(app_close: Message | None, accepted: bool) -> list[Message]:
-    if app_close is not None:
-        return [_repaired_close(app_close) if accepted else app_close]
-    if accepted:
-        return [{"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR, "reason": ""}]
-    return []  # the exception goes on to the server, which answers HTTP 500
-
-
-def _log_diagnosis(diagnosis: Diagnosis, started: float, messages: list[Message]) -> None:
-    took_ms = (time.perf_counter() - started) * 1000
-    code = messages[-1].get("code", messages[0].get("status")) if messages else None
-    component = diagnosis.component
-    logger.warning(
-        "diagnosis: component=%s code=%s source=%s took_ms=%.2f incident_id=%s",
-        component.display_name,
-        code,
-        diagnosis.source,
-        took_ms,
-        diagnosis.incident_id,
-        extra={
-            "component": component.key,
-            "code": code,
-            "incident_id": diagnosis.incident_id,
-            "took_ms": round(took_ms, 3),
-            "diagnosis_source": diagnosis.source,
-        },
-    )
+        return code in self._rewrite_codes or (accepted and repaired_code(code) in self._rewrite_codes)

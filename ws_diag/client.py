@@ -1,0 +1,110 @@
+"""For Python clients: explain a close from its code, reason and the last message.
+
+::
+
+    async with websockets.connect(url) as ws:
+        last = None
+        try:
+            async for last in ws:
+                ...
+        except websockets.ConnectionClosed:
+            pass
+    print(explain(ws.close_code, ws.close_reason, last))
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from .codes import CodeScheme, Component
+
+__all__ = ["Explanation", "explain", "parse_frame"]
+
+_BY_PRIVATE = {c.code: c for c in Component}
+_BY_LEGACY = {c.legacy_code: c for c in Component}
+_NORMAL = frozenset({1000, 1001})
+# Codes a server never sends (RFC 6455 7.4.1): a client seeing them learnt nothing
+# about a component, whatever the legacy numbering says.
+_LOCAL_ONLY = frozenset({1004, 1005, 1006, 1015})
+
+
+@dataclass(frozen=True, slots=True)
+class Explanation:
+    """Why a websocket closed, as far as the client can tell."""
+
+    code: int | None
+    component: str | None
+    message: str
+    suggestions: tuple[str, ...]
+    retryable: bool
+    incident_id: str | None
+    frame_code: int | None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The same structure as the browser helper returns (``incidentId`` spelt the JS way too)."""
+        result = asdict(self)
+        result["suggestions"] = list(self.suggestions)
+        result["incidentId"] = self.incident_id
+        return result
+
+
+def parse_frame(message: str | bytes | dict[str, Any] | None) -> dict[str, Any] | None:
+    """The ``error`` body of a ws_diag frame, or ``None`` for any other message."""
+    if isinstance(message, bytes):
+        try:
+            message = message.decode()
+        except UnicodeDecodeError:
+            return None
+    if isinstance(message, str):
+        if not message.startswith("{"):
+            return None
+        try:
+            message = json.loads(message)
+        except ValueError:
+            return None
+    if isinstance(message, dict) and message.get("type") == "error" and isinstance(message.get("error"), dict):
+        body: dict[str, Any] = message["error"]
+        if isinstance(body.get("code"), int):
+            return body
+    return None
+
+
+def explain(
+    close_code: int | None,
+    reason: str | None = None,
+    last_message: str | bytes | dict[str, Any] | None = None,
+    *,
+    scheme: CodeScheme = "private",
+) -> Explanation:
+    """Explain a close.
+
+    Args:
+        close_code: the code the client saw (``None`` if the connection just dropped).
+        reason: the close reason.
+        last_message: the last message received; used when it is a ws_diag frame.
+        scheme: which numbering to try first when there is no frame.
+    """
+    frame = parse_frame(last_message)
+    if frame is not None:
+        return Explanation(
+            code=close_code,
+            component=frame.get("component"),
+            message=str(frame.get("message", "")),
+            suggestions=tuple(frame.get("suggestions") or ()),
+            retryable=bool(frame.get("retryable")),
+            incident_id=frame.get("incident_id"),
+            frame_code=frame["code"],
+        )
+    if close_code is None or close_code in _LOCAL_ONLY:
+        return Explanation(close_code, None, "Connection lost without a close status", (), True, None, None)
+    tables = (_BY_LEGACY, _BY_PRIVATE) if scheme == "legacy" else (_BY_PRIVATE, _BY_LEGACY)
+    component = next((t[close_code] for t in tables if close_code in t), None)
+    if component is not None:
+        return Explanation(
+            close_code, component.display_name, reason or component.description, (), component.retryable, None, None
+        )
+    if close_code in _NORMAL:
+        return Explanation(close_code, None, reason or "Closed normally", (), False, None, None)
+    return Explanation(close_code, None, reason or f"Closed with {close_code}", (), True, None, None)

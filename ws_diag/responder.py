@@ -1,0 +1,226 @@
+"""After a failure: diagnose within the deadline, deliver frame and close, notify hooks.
+
+Nothing here runs on the message path.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+
+from ._types import Message, Scope, Send
+from .codes import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, repair_close_code, truncate_reason, wire_code
+from .diagnoser import Diagnoser
+from .diagnosis import Diagnosis, close_reason, frame_json
+from .settings import DiagSettings
+
+__all__ = ["DiagnosisEvent", "DiagnosisHook", "Responder", "repaired_close", "repaired_code"]
+
+logger = logging.getLogger("ws_diag")
+
+_DENIAL_EXTENSION = "websocket.http.response"
+# The checker cuts its probes off at probe_timeout; the outer bound only guards
+# against a broken diagnoser, so it must not fire first.
+_DEADLINE_SLACK = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosisEvent:
+    """What ``on_diagnosis`` hooks receive after each intervention.
+
+    ``code`` is the close code sent (``None`` for an HTTP denial, whose status is
+    ``http_status``); ``delivered`` is false when the client left or was too slow.
+    ``exception`` is the app's own exception, if any: for server-side reporting
+    only, never for the client.
+    """
+
+    diagnosis: Diagnosis
+    code: int | None
+    http_status: int | None
+    delivered: bool
+    took_ms: float
+    path: str | None
+    exception: BaseException | None
+
+
+DiagnosisHook = Callable[[DiagnosisEvent], object]
+
+
+def repaired_code(code: object) -> int:
+    """A deliverable close code for whatever the app put in ``code``."""
+    return repair_close_code(code) if isinstance(code, int) else CLOSE_INTERNAL_ERROR
+
+
+def repaired_close(message: Message) -> Message:
+    """The app's close message, or a copy with a deliverable code and reason."""
+    code = message.get("code", CLOSE_NORMAL)
+    reason = message.get("reason")
+    good_code = repaired_code(code)
+    good_reason = truncate_reason(reason) if isinstance(reason, str) else None
+    if good_code == code and good_reason == reason:
+        return message
+    logger.warning(
+        "repaired an undeliverable close from the app: code %r -> %d",
+        code,
+        good_code,
+        extra={"ws_diag_event": "repaired", "code": good_code},
+    )
+    return {**message, "code": good_code, "reason": good_reason or ""}
+
+
+class Responder:
+    """Diagnoses a failure and tells the client, bounded in time, never raising.
+
+    Args:
+        settings: deadlines, code scheme, exposure and pre-accept mode.
+        diagnoser: decides the component.
+        hooks: called with a :class:`DiagnosisEvent` after each intervention;
+            a hook that raises is logged and ignored.
+    """
+
+    def __init__(self, settings: DiagSettings, diagnoser: Diagnoser, hooks: Iterable[DiagnosisHook] = ()) -> None:
+        self.settings = settings
+        self.diagnoser = diagnoser
+        self.hooks = tuple(hooks)
+        self._deadline = settings.probe_timeout + _DEADLINE_SLACK
+
+    async def intervene(
+        self, scope: Scope, send: Send, exc: BaseException | None, app_close: Message | None, accepted: bool
+    ) -> bool:
+        """Diagnose within the deadline, then deliver. Returns whether the client is known gone.
+
+        Never raises but for cancellation, and for the server's own answer to the
+        app's own close when the server refused ws_diag's messages.
+        """
+        started = time.perf_counter()
+        diagnosis: Diagnosis | None = None
+        try:
+            async with asyncio.timeout(self._deadline):
+                diagnosis = await self.diagnoser.diagnose(exc)
+            if diagnosis is None:
+                logger.debug("client already gone: %s", type(exc).__name__, extra={"ws_diag_event": "client_gone"})
+                return True
+            messages = self._messages(scope, diagnosis, accepted)
+        except Exception:
+            logger.exception(
+                "ws_diag could not diagnose; falling back to a plain close", extra={"ws_diag_event": "fallback"}
+            )
+            diagnosis = None
+            messages = _fallback_messages(app_close, accepted)
+        code, status = _outcome(messages)
+        took_ms = (time.perf_counter() - started) * 1000
+        if diagnosis is not None:
+            _log_diagnosis(diagnosis, code if status is None else status, took_ms, scope)
+        delivered, gone = await self._deliver(send, messages, app_close, accepted)
+        if delivered:
+            logger.debug(
+                "close sent: code=%s",
+                code,
+                extra={"ws_diag_event": "close_sent", "code": code, "incident_id": _incident(diagnosis)},
+            )
+        if diagnosis is not None and self.hooks:
+            event = DiagnosisEvent(diagnosis, code, status, delivered, took_ms, scope.get("path"), exc)
+            self._notify(event)
+        return gone
+
+    async def _deliver(
+        self, send: Send, messages: list[Message], app_close: Message | None, accepted: bool
+    ) -> tuple[bool, bool]:
+        """Send ``messages`` within send_timeout. Returns (delivered, client gone)."""
+        send_timeout = self.settings.send_timeout
+        try:
+            async with asyncio.timeout(send_timeout):
+                for message in messages:
+                    await send(message)
+        except TimeoutError:
+            logger.warning(
+                "client too slow: frame and close not delivered within %ss",
+                send_timeout,
+                extra={"ws_diag_event": "send_timeout"},
+            )
+        except OSError:
+            logger.debug("client gone before the close was delivered", extra={"ws_diag_event": "client_gone"})
+            return False, True
+        except Exception:
+            # Server state machines differ; whatever this server refused, the app's
+            # own exception (or its own close, sent below) is what must surface.
+            logger.exception("the server refused ws_diag's messages", extra={"ws_diag_event": "refused"})
+            if app_close is not None:
+                await send(repaired_close(app_close) if accepted else app_close)
+        else:
+            return bool(messages), False
+        return False, False
+
+    def _messages(self, scope: Scope, diagnosis: Diagnosis, accepted: bool) -> list[Message]:
+        settings = self.settings
+        text = frame_json(diagnosis, code_scheme=settings.code_scheme, expose_details=settings.expose_details)
+        if not accepted and settings.preaccept == "http_denial" and _DENIAL_EXTENSION in scope.get("extensions", {}):
+            return [
+                {
+                    "type": "websocket.http.response.start",
+                    "status": diagnosis.component.http_status,
+                    "headers": [(b"content-type", b"application/json"), (b"cache-control", b"no-store")],
+                },
+                {"type": "websocket.http.response.body", "body": text.encode()},
+            ]
+        close = {
+            "type": "websocket.close",
+            "code": wire_code(diagnosis.component, settings.code_scheme),
+            "reason": close_reason(diagnosis),
+        }
+        frame = {"type": "websocket.send", "text": text}
+        return [frame, close] if accepted else [{"type": "websocket.accept"}, frame, close]
+
+    def _notify(self, event: DiagnosisEvent) -> None:
+        for hook in self.hooks:
+            try:
+                hook(event)
+            except Exception:
+                logger.exception("on_diagnosis hook %r failed", hook, extra={"ws_diag_event": "hook_failed"})
+
+
+def _fallback_messages(app_close: Message | None, accepted: bool) -> list[Message]:
+    if app_close is not None:
+        return [repaired_close(app_close) if accepted else app_close]
+    if accepted:
+        return [{"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR, "reason": ""}]
+    return []  # the exception goes on to the server, which answers HTTP 500
+
+
+def _outcome(messages: list[Message]) -> tuple[int | None, int | None]:
+    """(close code, HTTP status) of what is about to be sent."""
+    for message in messages:
+        if message["type"] == "websocket.close":
+            return message.get("code", CLOSE_NORMAL), None
+        if message["type"] == "websocket.http.response.start":
+            return None, message["status"]
+    return None, None
+
+
+def _incident(diagnosis: Diagnosis | None) -> str | None:
+    return diagnosis.incident_id if diagnosis is not None else None
+
+
+def _log_diagnosis(diagnosis: Diagnosis, code: int | None, took_ms: float, scope: Scope) -> None:
+    component = diagnosis.component
+    logger.warning(
+        "diagnosis: component=%s code=%s source=%s took_ms=%.2f incident_id=%s",
+        component.display_name,
+        code,
+        diagnosis.source,
+        took_ms,
+        diagnosis.incident_id,
+        extra={
+            "ws_diag_event": "diagnosis",
+            "component": component.key,
+            "code": code,
+            "incident_id": diagnosis.incident_id,
+            "took_ms": round(took_ms, 3),
+            "diagnosis_source": diagnosis.source,
+            "probe": diagnosis.probe,
+            "path": scope.get("path"),
+        },
+    )
