@@ -60,6 +60,14 @@ def test_check_bad_configuration_exit_2() -> None:
     assert "WS_DIAG_PROBE_TIMEOUT" in result.stderr
 
 
+def test_check_unparsable_configuration_exit_2() -> None:
+    """A list setting that is not JSON exits 2 naming the field, not with a traceback."""
+    result = run("check", WS_DIAG_REQUIRED_ENV="[not json")
+    assert result.returncode == 2
+    assert "required_env" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_check_nothing_configured_exit_2() -> None:
     """With no probe configured, check says what to set and exits 2."""
     result = run("check")

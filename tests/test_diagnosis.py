@@ -154,3 +154,21 @@ def test_close_reason_is_short_and_plain() -> None:
 def test_redact(text: str, expected: str) -> None:
     """Redaction masks URL passwords and password/token pairs and leaves other text alone."""
     assert redact(text) == expected
+
+
+@pytest.mark.timeout(10)
+@pytest.mark.parametrize(
+    "text",
+    ["x" * 1_000_000, "a" * 100_000 + "://", "http://" + "u" * 100_000 + ":" + "p" * 100_000, "password=" * 50_000],
+)
+def test_redaction_is_linear_on_hostile_text(text: str) -> None:
+    """Megabyte texts built to make regexes backtrack are redacted and cut promptly (a ReDoS regression)."""
+    assert len(redact(text)) <= 2049
+
+
+def test_credential_straddling_the_cut_is_still_masked() -> None:
+    """A DSN that starts just before the length cut loses its whole password, not just the tail."""
+    text = "y" * 2040 + f" postgresql://u:{SECRET}@h/db"
+    redacted = redact(text)
+    assert redacted.endswith("…")
+    assert SECRET[:4] not in redacted

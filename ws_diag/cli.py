@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pydantic
+from pydantic_settings import SettingsError
 
 from .codes import Component, wire_code
 from .health import validate_websocket_component_health
@@ -24,12 +25,13 @@ def _settings_or_exit() -> DiagSettings:
     try:
         return DiagSettings()
     except pydantic.ValidationError as exc:
-        fields = ", ".join(".".join(str(p) for p in error["loc"]) for error in exc.errors())
-        print(f"ws-diag: invalid configuration ({fields}):", file=sys.stderr)
+        print("ws-diag: invalid configuration:", file=sys.stderr)
         for error in exc.errors():
             name = ".".join(str(p) for p in error["loc"])
             print(f"  WS_DIAG_{name.upper()}: {error['msg']}", file=sys.stderr)
-        raise SystemExit(EXIT_CONFIG) from None
+    except SettingsError as exc:  # a value that is not even parsable (bad JSON for a list)
+        print(f"ws-diag: invalid configuration: {exc}", file=sys.stderr)
+    raise SystemExit(EXIT_CONFIG)
 
 
 def _print_table(report: dict[str, Any]) -> None:

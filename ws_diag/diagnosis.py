@@ -20,6 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "MAX_DETAILS_BYTES",
+    "MAX_TEXT_CHARS",
     "Diagnosis",
     "DiagnosisSource",
     "build_frame",
@@ -37,17 +38,34 @@ DiagnosisSource = Literal["error", "exception", "probe", "default"]
 # this are replaced by a marker rather than sent.
 MAX_DETAILS_BYTES = 2048
 
-_URL_CREDENTIALS = re.compile(r"(?P<scheme>[A-Za-z][A-Za-z0-9+.-]*://)(?P<user>[^:/@\s]*):(?P<secret>[^@\s]*)@")
+# Bounded quantifiers keep both patterns linear: an unbounded scheme made a 1 MB
+# run of letters take minutes (found by tests/test_hostile.py).
+_URL_CREDENTIALS = re.compile(
+    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<user>[^:/@\s]{0,256}):(?P<secret>[^@\s]{0,1024})@"
+)
 _KEY_VALUE_SECRET = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key)\b\s*[=:]\s*)(?P<value>'[^']*'|\"[^\"]*\"|[^\s,;&]+)",
+    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key)\b\s*[=:]\s*)(?P<value>'[^']{0,1024}'|\"[^\"]{0,1024}\"|[^\s,;&]{1,1024})",
     re.IGNORECASE,
 )
 
 
+# Texts longer than this are cut: nothing longer is ever sent or logged by ws_diag.
+MAX_TEXT_CHARS = 2048
+_LONGEST_MATCH = 1400  # above the longest match either pattern allows
+
+
 def redact(text: str) -> str:
-    """Remove credentials from ``text``: URL passwords and ``password=...`` pairs."""
+    """Remove credentials from ``text``: URL passwords and ``password=...`` pairs.
+
+    Text beyond :data:`MAX_TEXT_CHARS` is cut off first (marked with an ellipsis).
+    """
+    cut = len(text) > MAX_TEXT_CHARS
+    # Redact a window wider than any match first, so a credential straddling the cut
+    # is still recognised whole and no prefix of it survives the cut.
+    text = text[: MAX_TEXT_CHARS + _LONGEST_MATCH] if cut else text
     text = _URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
-    return _KEY_VALUE_SECRET.sub(r"\g<key>***", text)
+    text = _KEY_VALUE_SECRET.sub(r"\g<key>***", text)
+    return text[:MAX_TEXT_CHARS] + "…" if cut else text
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -148,12 +166,13 @@ def _bounded_details(details: Mapping[str, Any]) -> dict[str, Any] | None:
     if not details:
         return None
     try:
-        redacted: dict[str, Any] = json.loads(json.dumps(_redact_value(details), default=str))
+        size = len(json.dumps(details, default=str))
     except (TypeError, ValueError, RecursionError):
         return {"unserialisable": True}
-    size = len(json.dumps(redacted))
+    # Size first: redacting megabytes only to throw them away would be wasted work.
     if size > MAX_DETAILS_BYTES:
         return {"truncated": True, "size": size}
+    redacted: dict[str, Any] = json.loads(json.dumps(_redact_value(details), default=str))
     return redacted
 
 
