@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import platform
 from collections.abc import Callable, Iterator
+from importlib.metadata import version
+from pathlib import Path
 from typing import TypeVar
 
 import pytest
+import reliability
 from services import MissingBinaryError, PostgresServer, RedisServer, SilentListener
 
 _S = TypeVar("_S", PostgresServer, RedisServer)
@@ -63,3 +67,36 @@ def silent_listener() -> Iterator[SilentListener]:
     """A TCP listener that accepts connections and never answers."""
     with SilentListener() as listener:
         yield listener
+
+
+# -- Reliability report ----------------------------------------------------------
+
+_AREA_OF_MODULE = {
+    "test_fuzz": "fuzz",
+    "test_load": "load",
+    "test_faults": "faults",
+    "test_hostile": "hostile",
+    "test_e2e": "matrix",
+    "test_examples": "matrix",
+}
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    """--reliability-report FILE: write what the reliability tests tried."""
+    parser.addoption("--reliability-report", default=None, help="write the reliability table to this file")
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Count reliability tests by area."""
+    module = report.nodeid.split("::")[0].rsplit("/", 1)[-1].removesuffix(".py")
+    area = _AREA_OF_MODULE.get(module)
+    if area is not None and (report.when == "call" or (report.when == "setup" and report.failed)):
+        reliability.outcome(area, report.nodeid, report.passed)
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """Write the reliability table when asked to."""
+    target = session.config.getoption("--reliability-report")
+    if target:
+        packages = ("hypercorn", "uvicorn", "websockets", "daphne", "hypothesis")
+        reliability.write_report(Path(target), platform.python_version(), {p: version(p) for p in packages})

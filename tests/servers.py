@@ -99,6 +99,7 @@ def _start_hypercorn(
     config.errorlog = logging.getLogger("hypercorn.error")
     config.accesslog = None
     config.graceful_timeout = graceful_timeout
+    config.backlog = 2048  # load tests open a thousand connections at once, like uvicorn's default
     stop = asyncio.Event()
     coro = hypercorn.asyncio.serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
     return asyncio.create_task(coro, name=f"hypercorn:{port}"), stop.set

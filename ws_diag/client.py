@@ -18,12 +18,12 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .codes import CodeScheme, Component
+from .codes import CodeScheme, Component, wire_code
 
 __all__ = ["Explanation", "explain", "parse_frame"]
 
-_BY_PRIVATE = {c.code: c for c in Component}
-_BY_LEGACY = {c.legacy_code: c for c in Component}
+# Close codes as they arrive on the wire, per scheme (legacy 1004-1006 travel as 4004-4006).
+_BY_WIRE = {scheme: {wire_code(c, scheme): c for c in Component} for scheme in ("private", "legacy")}
 _NORMAL = frozenset({1000, 1001})
 # Codes a server never sends (RFC 6455 7.4.1): a client seeing them learnt nothing
 # about a component, whatever the legacy numbering says.
@@ -84,7 +84,7 @@ def explain(
         close_code: the code the client saw (``None`` if the connection just dropped).
         reason: the close reason.
         last_message: the last message received; used when it is a ws_diag frame.
-        scheme: which numbering to try first when there is no frame.
+        scheme: the server's code scheme, to name the component from the close code when there is no frame.
     """
     frame = parse_frame(last_message)
     if frame is not None:
@@ -99,8 +99,7 @@ def explain(
         )
     if close_code is None or close_code in _LOCAL_ONLY:
         return Explanation(close_code, None, "Connection lost without a close status", (), True, None, None)
-    tables = (_BY_LEGACY, _BY_PRIVATE) if scheme == "legacy" else (_BY_PRIVATE, _BY_LEGACY)
-    component = next((t[close_code] for t in tables if close_code in t), None)
+    component = _BY_WIRE[scheme].get(close_code)
     if component is not None:
         return Explanation(
             close_code, component.display_name, reason or component.description, (), component.retryable, None, None

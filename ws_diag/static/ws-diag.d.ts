@@ -23,5 +23,6 @@ export interface Explanation {
 export type CodeScheme = "private" | "legacy";
 export function parseFrame(data: unknown): DiagnosticFrame | null;
 export function componentForCode(code: number, scheme?: CodeScheme): string | null;
+export function componentForFrameCode(code: number, scheme?: CodeScheme): string | null;
 export function explain(close: { code: number; reason?: string }, frame?: DiagnosticFrame | null, scheme?: CodeScheme): Explanation;
 export function watch(ws: WebSocket, onExplained: (result: Explanation) => void, scheme?: CodeScheme): void;
