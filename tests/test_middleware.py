@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 from typing import Any
@@ -482,3 +483,48 @@ async def test_log_lines_carry_the_incident_id(caplog: pytest.LogCaptureFixture)
     assert events == ["connect", "accept", "intercepted", "diagnosis", "close_sent"]
     # The app's traceback is the server's to log, once; ws_diag logs none.
     assert not any(r.exc_info for r in caplog.records)
+
+
+def strict_server_send(sent: list[dict[str, Any]]) -> Any:
+    """A send like daphne's: close codes other than 1000 and 3000-4999 are refused."""
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.close" and not (message["code"] == 1000 or 3000 <= message["code"] <= 4999):
+            raise Exception(f"invalid close code {message['code']} (must be 1000 or from [3000, 4999])")
+        sent.append(message)
+
+    return send
+
+
+@pytest.mark.parametrize(
+    ("app", "code"),
+    [
+        (raising(RuntimeError("x")), 4011),
+        (closing(1011), 4011),
+        (raising(WebSocketComponentError.database_failure()), 4005),
+    ],
+)
+async def test_strict_server_gets_private_range_codes(app: Any, code: int) -> None:
+    """On a server refusing registered codes (daphne), 1011 is retried as 4011; 4xxx codes pass as they are."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return CONNECT
+
+    with contextlib.suppress(Exception):
+        await wrap(app)(ws_scope(), receive, strict_server_send(sent))
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert sent[-1]["code"] == code
+
+
+async def test_strict_server_legacy_codes() -> None:
+    """In the legacy scheme a refused 1002 is retried as 4002, the private auth code."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return CONNECT
+
+    app = wrap(raising(WebSocketComponentError.auth_failure()), code_scheme="legacy")
+    with pytest.raises(WebSocketComponentError):
+        await app(ws_scope(), receive, strict_server_send(sent))
+    assert sent[-1]["code"] == 4002

@@ -18,12 +18,19 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .codes import CodeScheme, Component, wire_code
+from .codes import CodeScheme, Component, strict_fallback_code, wire_code
 
 __all__ = ["Explanation", "explain", "parse_frame"]
 
-# Close codes as they arrive on the wire, per scheme (legacy 1004-1006 travel as 4004-4006).
-_BY_WIRE = {scheme: {wire_code(c, scheme): c for c in Component} for scheme in ("private", "legacy")}
+# Close codes as they arrive on the wire, per scheme (legacy 1004-1006 travel as 4004-4006),
+# and their strict-server fallbacks (daphne: 1011 arrives as 4011, legacy 1002 as 4002).
+_BY_WIRE: dict[str, dict[int, Component]] = {}
+for _scheme in ("private", "legacy"):
+    _table = _BY_WIRE.setdefault(_scheme, {})
+    for _component in Component:
+        _code = wire_code(_component, _scheme)
+        _table[_code] = _component
+        _table[strict_fallback_code(_code) or _code] = _component
 _NORMAL = frozenset({1000, 1001})
 # Codes a server never sends (RFC 6455 7.4.1): a client seeing them learnt nothing
 # about a component, whatever the legacy numbering says.

@@ -24,6 +24,7 @@ __all__ = [
     "frame_code",
     "is_sendable_close_code",
     "repair_close_code",
+    "strict_fallback_code",
     "truncate_reason",
     "validate_components",
     "wire_code",
@@ -56,6 +57,23 @@ _PRIVATE_MAX = 4999
 def is_sendable_close_code(code: int) -> bool:
     """Tell whether a server can put ``code`` in a close frame and have it delivered."""
     return code in _SENDABLE_REGISTERED or 3000 <= code <= _PRIVATE_MAX
+
+
+# Some servers accept only 1000 and 3000-4999 from an app (daphne: autobahn's sendClose).
+# A registered code such a server refuses is retried as code + 3000, which keeps the
+# numbering readable: 1011 -> 4011, legacy 1002 -> 4002 (the private auth code).
+_STRICT_OFFSET = 3000
+
+
+def strict_fallback_code(code: int) -> int | None:
+    """The private-range code to retry with when a server refuses registered ``code``.
+
+    ``None`` when ``code`` is not one a strict server refuses (1000 and 3000-4999 are
+    always accepted).
+    """
+    if code != CLOSE_NORMAL and code in _SENDABLE_REGISTERED:
+        return code + _STRICT_OFFSET
+    return None
 
 
 def repair_close_code(code: int) -> int:

@@ -12,7 +12,14 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from ._types import Message, Scope, Send
-from .codes import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, repair_close_code, truncate_reason, wire_code
+from .codes import (
+    CLOSE_INTERNAL_ERROR,
+    CLOSE_NORMAL,
+    repair_close_code,
+    strict_fallback_code,
+    truncate_reason,
+    wire_code,
+)
 from .diagnoser import Diagnoser
 from .diagnosis import Diagnosis, close_reason, frame_json
 from .settings import DiagSettings
@@ -114,7 +121,8 @@ class Responder:
         took_ms = (time.perf_counter() - started) * 1000
         if diagnosis is not None:
             _log_diagnosis(diagnosis, code if status is None else status, took_ms, scope)
-        delivered, gone = await self._deliver(send, messages, app_close, accepted)
+        delivered, gone, sent_code = await self._deliver(send, messages, app_close, accepted)
+        code = sent_code if sent_code is not None else code
         if delivered:
             logger.debug(
                 "close sent: code=%s",
@@ -128,13 +136,15 @@ class Responder:
 
     async def _deliver(
         self, send: Send, messages: list[Message], app_close: Message | None, accepted: bool
-    ) -> tuple[bool, bool]:
-        """Send ``messages`` within send_timeout. Returns (delivered, client gone)."""
+    ) -> tuple[bool, bool, int | None]:
+        """Send ``messages`` within send_timeout. Returns (delivered, client gone, close code sent)."""
         send_timeout = self.settings.send_timeout
+        sent_code = None
         try:
             async with asyncio.timeout(send_timeout):
                 for message in messages:
-                    await send(message)
+                    sent = await self._send_one(send, message)
+                    sent_code = sent.get("code", CLOSE_NORMAL) if sent["type"] == "websocket.close" else sent_code
         except TimeoutError:
             logger.warning(
                 "client too slow: frame and close not delivered within %ss",
@@ -143,7 +153,7 @@ class Responder:
             )
         except OSError:
             logger.debug("client gone before the close was delivered", extra={"ws_diag_event": "client_gone"})
-            return False, True
+            return False, True, None
         except Exception:
             # Server state machines differ; whatever this server refused, the app's
             # own exception (or its own close, sent below) is what must surface.
@@ -151,8 +161,31 @@ class Responder:
             if app_close is not None:
                 await send(repaired_close(app_close) if accepted else app_close)
         else:
-            return bool(messages), False
-        return False, False
+            return bool(messages), False, sent_code
+        return False, False, None
+
+    async def _send_one(self, send: Send, message: Message) -> Message:
+        """Send ``message``; returns what was actually sent."""
+        try:
+            await send(message)
+        except OSError:
+            raise
+        except Exception:
+            # A strict server (daphne) refuses registered close codes such as 1011:
+            # retry once in the private range, where every server accepts it.
+            fallback = strict_fallback_code(message["code"]) if message["type"] == "websocket.close" else None
+            if fallback is None:
+                raise
+            logger.info(
+                "server refused close code %s; closing with %s instead",
+                message["code"],
+                fallback,
+                extra={"ws_diag_event": "strict_fallback", "code": fallback},
+            )
+            retry = {**message, "code": fallback}
+            await send(retry)
+            return retry
+        return message
 
     def _messages(self, scope: Scope, diagnosis: Diagnosis, accepted: bool) -> list[Message]:
         settings = self.settings

@@ -5,16 +5,17 @@
 //   watch(ws, (result) => console.log(result.component, result.message, result.incidentId));
 
 // Close codes as they arrive on the wire, per scheme. In the legacy scheme 1004-1006 cannot be
-// sent (RFC 6455), so those components close with their private codes 4004-4006.
+// sent (RFC 6455), so those components close with their private codes 4004-4006. Servers that
+// accept only 1000 and 3000-4999 from an app (daphne) get code + 3000 instead: 1011 -> 4011.
 const PRIVATE = {
   4002: "Authentication", 4003: "Factory", 4004: "Message Handler", 4005: "Database",
   4006: "Dependencies", 4007: "Redis", 4008: "Agent Supervisor", 4009: "WebSocket Bridge",
-  4010: "Integration", 1011: "Generic Internal",
+  4010: "Integration", 1011: "Generic Internal", 4011: "Generic Internal",
 };
 const LEGACY_WIRE = {
-  1002: "Authentication", 1003: "Factory", 4004: "Message Handler", 4005: "Database",
-  4006: "Dependencies", 1007: "Redis", 1008: "Agent Supervisor", 1009: "WebSocket Bridge",
-  1010: "Integration", 1011: "Generic Internal",
+  ...PRIVATE,
+  1002: "Authentication", 1003: "Factory", 1007: "Redis", 1008: "Agent Supervisor",
+  1009: "WebSocket Bridge", 1010: "Integration",
 };
 // Codes inside the JSON frame in the legacy scheme.
 const LEGACY_FRAME = {
