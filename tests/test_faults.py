@@ -8,12 +8,13 @@ import time
 from typing import Any
 
 import pytest
+from reliability import record
 from servers import SERVER_KINDS, run_server
 from services import PostgresServer, RedisServer, SilentListener
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from ws_diag import DiagnosticsMiddleware, DiagSettings
+from ws_diag import Classifier, Component, DiagnosticsMiddleware, DiagSettings
 from ws_diag.probes import PostgresProbe, Probe, RedisProbe
 
 pytestmark = pytest.mark.asyncio
@@ -92,6 +93,7 @@ def middleware(postgres_dsn: str, redis_url: str, **settings: Any) -> tuple[Diag
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 async def test_redis_killed_then_restarted(kind: str, postgres: PostgresServer, redis: RedisServer) -> None:
     """Healthy: 1011. Redis killed: 4007. Redis back: 1011 again once the cached result expires."""
+    record("faults", faults_injected=2)
     app, _ = middleware(postgres.dsn, redis.url)
     async with run_server(app, kind) as url:
         code, frame, _ = await one_session(url)
@@ -108,6 +110,7 @@ async def test_redis_killed_then_restarted(kind: str, postgres: PostgresServer, 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 async def test_postgres_stopped_gives_4005(kind: str, postgres: PostgresServer, redis: RedisServer) -> None:
     """With PostgreSQL stopped, an ambiguous failure is attributed to the database: 4005."""
+    record("faults", faults_injected=1)
     app, _ = middleware(postgres.dsn, redis.url)
     await postgres.astop()
     async with run_server(app, kind) as url:
@@ -120,6 +123,7 @@ async def test_postgres_stopped_gives_4005(kind: str, postgres: PostgresServer, 
 
 async def test_postgres_frozen_is_diagnosed_at_the_deadline(postgres: PostgresServer, redis: RedisServer) -> None:
     """A SIGSTOPped PostgreSQL: the client still gets 4005, bounded by the probe deadline."""
+    record("faults", faults_injected=1)
     app, _ = middleware(postgres.dsn, redis.url)
     async with run_server(app, "hypercorn") as url:
         postgres.freeze()
@@ -135,6 +139,7 @@ async def test_postgres_frozen_is_diagnosed_at_the_deadline(postgres: PostgresSe
 
 async def test_black_holed_database(silent_listener: SilentListener, redis: RedisServer) -> None:
     """A database address that accepts and never answers gives 4005 by the deadline, not a hang."""
+    record("faults", faults_injected=1)
     app, _ = middleware(silent_listener.postgres_dsn, redis.url)
     async with run_server(app, "uvicorn-websockets") as url:
         code, _frame, took = await one_session(url)
@@ -145,6 +150,7 @@ async def test_black_holed_database(silent_listener: SilentListener, redis: Redi
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 async def test_storm_of_500_failing_sessions(kind: str, postgres: PostgresServer, redis: RedisServer) -> None:
     """500 sessions failing at once while Redis is down: all get 4007, each probe runs once, no task leaks."""
+    record("faults", faults_injected=1, storm_sessions=500)
     sessions = 500
     accepted = 0
     all_in = asyncio.Event()
@@ -196,6 +202,7 @@ async def test_settings_alone_name_redis(
     monkeypatch: pytest.MonkeyPatch, postgres: PostgresServer, redis: RedisServer
 ) -> None:
     """Only WS_DIAG_POSTGRES_DSN and WS_DIAG_REDIS_URL set, Redis stopped: the session names Redis, no secret."""
+    record("faults", faults_injected=1)
     monkeypatch.setenv("WS_DIAG_POSTGRES_DSN", postgres.dsn)
     monkeypatch.setenv("WS_DIAG_REDIS_URL", redis.url)
     monkeypatch.setenv("WS_DIAG_PROBE_TIMEOUT", str(DEADLINE))
@@ -219,3 +226,82 @@ async def test_background_refresh_makes_diagnosis_instant(postgres: PostgresServ
         await asyncio.wait_for(probes[0].wait_calls(3), NO_HANG)
         assert app.checker.cached() is not None
     await app.checker.aclose()
+
+
+class Broken:
+    """A probe that raises, hangs, or returns nonsense."""
+
+    def __init__(self, name: str, behaviour: str) -> None:
+        self.name = name
+        self.component = Component.INTEGRATION
+        self.required = True
+        self.behaviour = behaviour
+
+    async def check(self) -> Any:
+        if self.behaviour == "raise":
+            raise ZeroDivisionError("probe bug")
+        if self.behaviour == "hang":
+            await asyncio.Event().wait()
+        return object()  # nonsense
+
+
+class BrokenClassifier(Classifier):
+    """A classifier with a bug."""
+
+    def classify(self, exc: BaseException) -> Any:
+        raise KeyError("classifier bug")
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_chaos_while_sessions_are_open(kind: str, postgres: PostgresServer, redis: RedisServer) -> None:
+    """Sessions open across Redis frozen, killed, black-holed and restarted: each failure names the right component."""
+    sessions_per_phase = 20
+    phase_codes: list[tuple[str, list[int | None]]] = []
+    app, _ = middleware(postgres.dsn, redis.url, cache_ttl=0.1)
+    async with run_server(app, kind) as url:
+        for phase in ("healthy", "frozen", "killed", "restarted"):
+            if phase == "frozen":
+                redis.freeze()
+            elif phase == "killed":
+                redis.thaw()
+                await redis.akill()
+            elif phase == "restarted":
+                await redis.astart()
+            expected = 1011 if phase in ("healthy", "restarted") else 4007
+            code, _ = await poll_until(url, lambda code, want=expected: code == want)
+            # Now many sessions at once, all open before any fails.
+            results = await asyncio.gather(*(one_session(url) for _ in range(sessions_per_phase)))
+            phase_codes.append((phase, [code, *(r[0] for r in results)]))
+            assert all(r[2] < NO_HANG for r in results)
+    record("faults", faults_injected=3, sessions_during_faults=4 * (sessions_per_phase + 1))
+    assert phase_codes == [
+        ("healthy", [1011] * (sessions_per_phase + 1)),
+        ("frozen", [4007] * (sessions_per_phase + 1)),
+        ("killed", [4007] * (sessions_per_phase + 1)),
+        ("restarted", [1011] * (sessions_per_phase + 1)),
+    ]
+
+
+@pytest.mark.parametrize("behaviour", ["raise", "hang", "nonsense"])
+async def test_broken_probe_never_breaks_a_session(behaviour: str) -> None:
+    """A probe that raises, hangs or returns nonsense still lets the session close with a code, within the deadline."""
+    app = DiagnosticsMiddleware(
+        ambiguous_failure, settings=DiagSettings(probe_timeout=DEADLINE), probes=[Broken("integration", behaviour)]
+    )
+    async with run_server(app, "uvicorn-websockets") as url:
+        code, frame, took = await one_session(url)
+    await app.checker.aclose()
+    record("faults", broken_probes=1)
+    assert code == 4010  # the broken probe counts as a failed Integration check
+    assert frame is not None
+    assert took < NO_HANG
+
+
+async def test_broken_classifier_never_breaks_a_session() -> None:
+    """A classifier that raises: the session still gets a plain 1011 close, and the app's exception is logged."""
+    app = DiagnosticsMiddleware(ambiguous_failure, settings=DiagSettings(), classifier=BrokenClassifier())
+    async with run_server(app, "hypercorn") as url:
+        code, frame, _ = await one_session(url)
+    record("faults", broken_classifiers=1)
+    assert code == 1011
+    assert frame is None  # the diagnosis failed: a plain close, as the app would have had

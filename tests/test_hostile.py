@@ -10,6 +10,7 @@ from typing import Any
 import pydantic
 import pytest
 from pydantic_settings import SettingsError
+from reliability import record
 from servers import SERVER_KINDS, run_server
 from services import SilentListener
 from websockets.asyncio.client import connect
@@ -55,6 +56,12 @@ async def http_get(port: int, path: str, token: str | None = None) -> bytes:
     writer.close()
     await writer.wait_closed()
     return response
+
+
+@pytest.fixture(autouse=True)
+def _count_case() -> None:
+    """Every test here is one hostile case for the reliability table."""
+    record("hostile", cases=1)
 
 
 def closing_app(code: Any, reason: Any) -> Any:
@@ -183,5 +190,6 @@ async def test_planted_secrets_never_reach_the_client(
         port = int(url.rsplit(":", 1)[1])
         seen, _ = await everything_the_client_sees(url, send=None if where == "preaccept" else "hi")
         seen += await http_get(port, "/health")
+    record("hostile", secret_searches=1, bytes_searched=len(seen))
     assert seen
     assert SECRET.encode() not in seen
