@@ -303,3 +303,14 @@ async def _async_details() -> dict[str, int]:
 
 def _raise_sync() -> None:
     raise ProbeFailed("integration down")
+
+
+async def test_invalidate_forgets_the_cached_report() -> None:
+    """After invalidate() the next check runs the probes even within the TTL."""
+    probe = FakeProbe("database")
+    checker = HealthChecker([probe], cache_ttl=60)
+    await checker.check()
+    checker.invalidate()
+    assert checker.cached() is None
+    await checker.check()
+    assert probe.calls == 2

@@ -91,6 +91,7 @@ def build_app(settings: DiagSettings | None = None) -> DiagnosticsMiddleware:
             toggles.broken.add(key)
         else:
             toggles.broken.discard(key)
+        wrapped.checker.invalidate()  # show the change at once, not after the cache expires
         return JSONResponse({"broken": sorted(toggles.broken)})
 
     routes = [
@@ -104,7 +105,8 @@ def build_app(settings: DiagSettings | None = None) -> DiagnosticsMiddleware:
         probes.append(toggles.probe("database", Component.DATABASE, required=True))
     if settings.redis_url is None:
         probes.append(toggles.probe("redis", Component.REDIS, required=False))
-    return DiagnosticsMiddleware(Starlette(routes=routes), settings=settings, probes=probes)
+    wrapped = DiagnosticsMiddleware(Starlette(routes=routes), settings=settings, probes=probes)
+    return wrapped
 
 
 def serve(host: str = "127.0.0.1", port: int = 8000) -> int:

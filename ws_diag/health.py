@@ -171,6 +171,10 @@ class HealthChecker:
             return self._cached
         return None
 
+    def invalidate(self) -> None:
+        """Forget the cached report: the next check runs the probes (after a known change)."""
+        self._cached = None
+
     async def check(self, *, fresh: bool = False) -> HealthReport:
         """A report: the cached one if fresh (unless ``fresh``), the in-flight one, or a new run."""
         if not fresh and (report := self.cached()) is not None:
