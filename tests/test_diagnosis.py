@@ -15,6 +15,7 @@ from ws_diag.diagnosis import (
     Diagnosis,
     build_frame,
     close_reason,
+    describe_exception,
     frame_json,
     frame_schema,
     redact,
@@ -147,12 +148,24 @@ def test_close_reason_is_short_and_plain() -> None:
         ("postgresql://user:pw@host:5432/db", "postgresql://user:***@host:5432/db"),
         ("redis://:pw@host", "redis://:***@host"),
         ("password=abc host=x", "password=*** host=x"),
-        ("TOKEN: 'a b c'", "TOKEN: ***"),
+        ("TOKEN: 'a b c'", "TOKEN: '***'"),
+        ('{"password": "x y"}', '{"password": "***"}'),
+        ("{'password': 'x'}", "{'password': '***'}"),
+        ("access_token=abc&x=1", "access_token=***&x=1"),
+        ("client_secret=abc db_password=def PGPASSWORD=ghi", "client_secret=*** db_password=*** PGPASSWORD=***"),
+        ("aws_secret_access_key=AKIA123", "aws_secret_access_key=***"),
+        ("Authorization: Bearer eyJhbGciOi.x.y", "Authorization: ***"),
+        ("header was Bearer eyJhbGciOiJIUzI1", "header was Bearer ***"),
+        ("Cookie: session=abcdef", "Cookie: ***"),
+        ("postgresql://app:p@ssw0rd@db/app", "postgresql://app:***@db/app"),
+        ("redis://u:" + "s" * 1500 + "@h", "redis://u:***@h"),
+        ("redis://u:" + "s" * 1100, "redis://u:***"),
+        ("see https://example.com/docs for help", "see https://example.com/docs for help"),
         ("nothing secret here", "nothing secret here"),
     ],
 )
 def test_redact(text: str, expected: str) -> None:
-    """Redaction masks URL passwords and password/token pairs and leaves other text alone."""
+    """Redaction masks URL passwords, secret-named pairs, headers and bearer tokens, and leaves other text alone."""
     assert redact(text) == expected
 
 
@@ -172,3 +185,28 @@ def test_credential_straddling_the_cut_is_still_masked() -> None:
     redacted = redact(text)
     assert redacted.endswith("…")
     assert SECRET[:4] not in redacted
+
+
+def test_non_string_details_are_redacted_as_sent() -> None:
+    """Bytes, exceptions and objects in details are redacted as the text they are sent as; pairs too."""
+
+    class Holder:
+        def __str__(self) -> str:
+            return f"postgresql://u:{SECRET}@h/db"
+
+    error = WebSocketComponentError.integration_failure(
+        details={"raw": f"postgresql://u:{SECRET}@h".encode(), "obj": Holder(), "pairs": [("password", SECRET)]}
+    )
+    body = error.to_websocket_response(expose_details=True)["error"]
+    assert SECRET not in json.dumps(body)
+    assert body["details"]["pairs"] == [["password", "***"]]
+
+
+def test_unprintable_exception_is_described() -> None:
+    """An exception whose __str__ raises is still described, never an error."""
+
+    class Nasty(Exception):
+        def __str__(self) -> str:
+            raise RuntimeError("no")
+
+    assert describe_exception(Nasty()) == "Nasty: <unprintable Nasty>"

@@ -6,7 +6,6 @@ Redaction lives here too: everything that leaves the process goes through it.
 from __future__ import annotations
 
 import json
-import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -14,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .codes import CodeScheme, ComponentLike, frame_code, truncate_reason
+from .redaction import MAX_DETAILS_BYTES, MAX_TEXT_CHARS, redact, redact_details, safe_str
 
 if TYPE_CHECKING:
     from .errors import WebSocketComponentError
@@ -34,44 +34,11 @@ __all__ = [
 
 DiagnosisSource = Literal["error", "exception", "probe", "default"]
 
-# A frame must stay small enough to be cheap for every client; details beyond
-# this are replaced by a marker rather than sent.
-MAX_DETAILS_BYTES = 2048
-
-# Bounded quantifiers keep both patterns linear: an unbounded scheme made a 1 MB
-# run of letters take minutes (found by tests/test_hostile.py).
-_URL_CREDENTIALS = re.compile(
-    r"(?P<scheme>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://)(?P<user>[^:/@\s]{0,256}):(?P<secret>[^@\s]{0,1024})@"
-)
-_KEY_VALUE_SECRET = re.compile(
-    r"(?P<key>\b(?:password|passwd|pwd|secret|token|api[_-]?key)\b\s*[=:]\s*)(?P<value>'[^']{0,1024}'|\"[^\"]{0,1024}\"|[^\s,;&]{1,1024})",
-    re.IGNORECASE,
-)
-
-
-# Texts longer than this are cut: nothing longer is ever sent or logged by ws_diag.
-MAX_TEXT_CHARS = 2048
-_LONGEST_MATCH = 1400  # above the longest match either pattern allows
-
-
-def redact(text: str) -> str:
-    """Remove credentials from ``text``: URL passwords and ``password=...`` pairs.
-
-    Text beyond :data:`MAX_TEXT_CHARS` is cut off first (marked with an ellipsis).
-    """
-    cut = len(text) > MAX_TEXT_CHARS
-    # Redact a window wider than any match first, so a credential straddling the cut
-    # is still recognised whole and no prefix of it survives the cut.
-    text = text[: MAX_TEXT_CHARS + _LONGEST_MATCH] if cut else text
-    text = _URL_CREDENTIALS.sub(r"\g<scheme>\g<user>:***@", text)
-    text = _KEY_VALUE_SECRET.sub(r"\g<key>***", text)
-    return text[:MAX_TEXT_CHARS] + "…" if cut else text
-
 
 def describe_exception(exc: BaseException) -> str:
     """``Type: message`` for an exception, redacted."""
-    text = str(exc)
-    name = type(exc).__qualname__
+    text = safe_str(exc)
+    name = type(exc).__name__
     return redact(f"{name}: {text}" if text else name)
 
 
@@ -149,33 +116,6 @@ class Diagnosis:
         )
 
 
-_SECRET_KEY = re.compile(r"password|passwd|pwd|secret|token|api[_-]?key|dsn|credential", re.IGNORECASE)
-
-
-def _redact_value(value: Any) -> Any:
-    if isinstance(value, str):
-        return redact(value)
-    if isinstance(value, Mapping):
-        return {str(k): "***" if _SECRET_KEY.search(str(k)) else _redact_value(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_redact_value(v) for v in value]
-    return value
-
-
-def _bounded_details(details: Mapping[str, Any]) -> dict[str, Any] | None:
-    if not details:
-        return None
-    try:
-        size = len(json.dumps(details, default=str))
-    except (TypeError, ValueError, RecursionError):
-        return {"unserialisable": True}
-    # Size first: redacting megabytes only to throw them away would be wasted work.
-    if size > MAX_DETAILS_BYTES:
-        return {"truncated": True, "size": size}
-    redacted: dict[str, Any] = json.loads(json.dumps(_redact_value(details), default=str))
-    return redacted
-
-
 def _iso_millis(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
@@ -191,7 +131,7 @@ def build_frame(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details
             "message": redact(diagnosis.message),
             "user_id": diagnosis.user_id,
             "timestamp": _iso_millis(diagnosis.timestamp),
-            "details": _bounded_details(diagnosis.details) if expose_details else None,
+            "details": redact_details(diagnosis.details) if expose_details else None,
             "root_cause": redact(diagnosis.root_cause) if expose_details and diagnosis.root_cause else None,
             "suggestions": list(component.suggestions),
             "incident_id": diagnosis.incident_id,

@@ -1,0 +1,107 @@
+"""Redaction: credentials never leave the process, whatever shape they come in.
+
+Everything ws_diag sends or logs about a failure passes through :func:`redact`.
+Texts are cut at :data:`MAX_TEXT_CHARS` first, so no input can make the
+patterns expensive.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping
+from typing import Any
+
+__all__ = ["MAX_DETAILS_BYTES", "MAX_TEXT_CHARS", "redact", "redact_details", "safe_str"]
+
+# Texts longer than this are cut: nothing longer is ever sent or logged by ws_diag.
+MAX_TEXT_CHARS = 2048
+# A frame must stay small enough to be cheap for every client; details beyond
+# this are replaced by a marker rather than sent.
+MAX_DETAILS_BYTES = 2048
+# Redaction runs on a window this much wider than the cut, so that a credential
+# straddling the cut is recognised whole and no prefix of it survives.
+_WINDOW = 1500
+
+_SECRET_WORDS = (
+    r"password|passwd|pwd|passphrase|secret|token|api[_-]?key|auth|authorization|cookie|session"  # noqa: S105
+    r"|private[_-]?key|credential|dsn"
+)
+# scheme://user:secret@host; the secret may itself contain '@' (the last one
+# before the host counts), or run on without one when it is too long to tell.
+_URL_CREDENTIALS = re.compile(
+    r"(?P<head>\b[A-Za-z][A-Za-z0-9+.-]{0,31}://[^:/@\s]{0,256}:)(?P<secret>\S{0,1024}@|[^\s@]{1025,})"
+)
+# key=value, key: value, "key": "value", key='value', with prefixes (db_password,
+# PGPASSWORD, access_token, client_secret) and header forms (Authorization: Bearer x).
+_KEY_VALUE = re.compile(
+    rf"(?P<key>(?<![A-Za-z0-9])[\w.-]{{0,64}}?(?:{_SECRET_WORDS})[\w.-]{{0,32}}[\"']?\s{{0,16}}[=:]\s{{0,16}})"
+    r"(?P<value>\"[^\"]*\"?|'[^']*'?|(?:Bearer|Basic|Token|Digest)\s+[^\s,;&\"'}]+|[^\s,;&\"'}]+)",
+    re.IGNORECASE,
+)
+_BEARER = re.compile(r"\b(?P<scheme>Bearer|Basic)\s+[A-Za-z0-9._~+/=-]{6,}", re.IGNORECASE)
+_SECRET_KEY = re.compile(_SECRET_WORDS, re.IGNORECASE)
+
+
+def _mask_url(match: re.Match[str]) -> str:
+    return match["head"] + ("***@" if match["secret"].endswith("@") else "***")
+
+
+def _mask_value(match: re.Match[str]) -> str:
+    value = match["value"]
+    quote = value[0] if value[0] in "\"'" else ""
+    return f"{match['key']}{quote}***{quote}"
+
+
+def redact(text: str) -> str:
+    """Remove credentials from ``text``: URL passwords, secret-named key/value pairs, bearer tokens.
+
+    Text beyond :data:`MAX_TEXT_CHARS` is cut off (marked with an ellipsis).
+    """
+    cut = len(text) > MAX_TEXT_CHARS
+    if cut:
+        text = text[: MAX_TEXT_CHARS + _WINDOW]
+    text = _URL_CREDENTIALS.sub(_mask_url, text)
+    text = _KEY_VALUE.sub(_mask_value, text)
+    text = _BEARER.sub(r"\g<scheme> ***", text)
+    return text[:MAX_TEXT_CHARS] + "…" if cut else text
+
+
+def safe_str(value: object) -> str:
+    """``str(value)``, or a placeholder when its ``__str__`` is broken."""
+    try:
+        return str(value)
+    except Exception:
+        return f"<unprintable {type(value).__name__}>"
+
+
+def _walk(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact(value)
+    if isinstance(value, dict):
+        return {k: "***" if _SECRET_KEY.search(k) else _walk(v) for k, v in value.items()}
+    if isinstance(value, list):
+        # [("password", "x")] pairs: a secret-named first item masks the second.
+        if len(value) == 2 and isinstance(value[0], str) and _SECRET_KEY.search(value[0]):
+            return [value[0], "***"]
+        return [_walk(v) for v in value]
+    return value
+
+
+def redact_details(details: Mapping[str, Any]) -> dict[str, Any] | None:
+    """``details`` made safe to send: JSON only, redacted, at most :data:`MAX_DETAILS_BYTES`.
+
+    Everything is turned into JSON first (``str()`` for the rest), so bytes,
+    exceptions and objects are redacted as the text they would be sent as.
+    """
+    if not details:
+        return None
+    try:
+        encoded = json.dumps(details, default=safe_str)
+    except (TypeError, ValueError, RecursionError):
+        return {"unserialisable": True}
+    # Size first: redacting megabytes only to throw them away would be wasted work.
+    if len(encoded) > MAX_DETAILS_BYTES:
+        return {"truncated": True, "size": len(encoded)}
+    redacted: dict[str, Any] = _walk(json.loads(encoded))
+    return redacted
