@@ -30,7 +30,7 @@ def test_check_healthy(postgres: PostgresServer, redis: RedisServer) -> None:
     result = run("check", WS_DIAG_POSTGRES_DSN=postgres.dsn, WS_DIAG_REDIS_URL=redis.url)
     assert result.returncode == 0, result.stderr
     assert "database" in result.stdout
-    assert "healthy: 0 of 2 components failed" in result.stdout
+    assert "healthy: 0 of 2 probes failed" in result.stdout
 
 
 def test_check_names_redis_when_it_is_down(postgres: PostgresServer, redis: RedisServer) -> None:
@@ -48,7 +48,7 @@ def test_check_unhealthy_exit_1(silent_listener: SilentListener) -> None:
     """A black-holed database fails within the deadline and exits 1, without printing the password."""
     result = run("check", WS_DIAG_POSTGRES_DSN=silent_listener.postgres_dsn, WS_DIAG_PROBE_TIMEOUT="0.3")
     assert result.returncode == 1
-    assert "UNHEALTHY: 1 of 1 components failed" in result.stdout
+    assert "UNHEALTHY: 1 of 1 probes failed" in result.stdout
     assert "TimeoutError" in result.stdout
     assert PostgresServer.password not in result.stdout + result.stderr
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 from typing import Any
 
 import pytest
@@ -64,7 +65,7 @@ async def test_all_healthy() -> None:
     as_dict = report.to_dict()
     assert as_dict["healthy"] is True
     assert as_dict["failed_components"] == []
-    assert as_dict["summary"] == "0 of 2 components failed"
+    assert as_dict["summary"] == "0 of 2 probes failed"
 
 
 async def test_probes_run_concurrently() -> None:
@@ -314,3 +315,109 @@ async def test_invalidate_forgets_the_cached_report() -> None:
     assert checker.cached() is None
     await checker.check()
     assert probe.calls == 2
+
+
+async def test_aclose_while_callers_wait_gives_them_the_report() -> None:
+    """aclose() during a run lets waiting callers finish with the report, not a spurious cancellation."""
+    gate = asyncio.Event()
+
+    async def slow() -> None:
+        await gate.wait()
+
+    checker = HealthChecker([FakeProbe("database", slow)], timeout=NO_HANG)
+    waiter = asyncio.ensure_future(checker.check())
+    await asyncio.sleep(0)
+    closing = asyncio.ensure_future(checker.aclose())
+    await asyncio.sleep(0)
+    gate.set()
+    report = await asyncio.wait_for(waiter, NO_HANG)
+    await asyncio.wait_for(closing, NO_HANG)
+    assert report.healthy
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+async def test_cancelled_shared_run_is_a_report_for_callers() -> None:
+    """If the shared run itself is cancelled, a caller that was not cancelled gets a failed report."""
+    checker = HealthChecker([FakeProbe("database", hang)], timeout=NO_HANG)
+    waiter = asyncio.ensure_future(checker.check())
+    await asyncio.sleep(0)
+    assert checker._inflight is not None
+    checker._inflight.cancel()
+    report = await asyncio.wait_for(waiter, NO_HANG)
+    assert report.results[0].status == "failed"
+    await checker.aclose()
+
+
+async def test_stuck_probe_is_not_started_again() -> None:
+    """A probe still stuck from an earlier run is reported failed, not started again: no pile-up of tasks."""
+    release = asyncio.Event()
+    probe = FakeProbe("database")
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    probe.behaviour = stubborn
+    checker = HealthChecker([probe], timeout=0.02, cache_ttl=0)
+    for _ in range(5):
+        report = await asyncio.wait_for(checker.check(), NO_HANG)
+        assert report.results[0].status == "failed"
+    assert probe.calls == 1
+    assert "still running" in (report.results[0].error or "")
+    release.set()
+    await checker.aclose()
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+
+
+async def test_invalidate_during_a_run_is_not_undone() -> None:
+    """A run started before invalidate() is not cached afterwards: the next check runs anew."""
+    gate = asyncio.Event()
+    probe = FakeProbe("database")
+
+    async def slow() -> None:
+        await gate.wait()
+
+    probe.behaviour = slow
+    checker = HealthChecker([probe], timeout=NO_HANG, cache_ttl=60)
+    first = asyncio.ensure_future(checker.check())
+    await asyncio.sleep(0)
+    checker.invalidate()
+    gate.set()
+    await first
+    assert checker.cached() is None
+    await checker.check()
+    assert probe.calls == 2
+
+
+async def test_shared_run_does_not_inherit_the_callers_context() -> None:
+    """The shared probe run starts from an empty context, not the first caller's (request ids, spans)."""
+    request_id: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="none")
+    seen = []
+
+    async def look() -> None:
+        seen.append(request_id.get())
+
+    request_id.set("connection-A")
+    await HealthChecker([FakeProbe("database", look)]).check()
+    assert seen == ["none"]
+
+
+async def test_refresher_restarts_in_a_new_event_loop() -> None:
+    """Background refresh follows the app into a new event loop (test clients, repeated asyncio.run)."""
+    probe = FakeProbe("database")
+    checker = HealthChecker([probe], refresh_interval=0.01, cache_ttl=60)
+
+    async def one_loop() -> int:
+        checker.start()
+        before = probe.calls
+        for _ in range(500):
+            if probe.calls >= before + 2:
+                break
+            await asyncio.sleep(0.01)
+        await checker.aclose()
+        return probe.calls - before
+
+    # Two fresh loops, one after the other, in a worker thread (this test's own loop is busy).
+    assert await asyncio.to_thread(asyncio.run, one_loop()) >= 2
+    assert await asyncio.to_thread(asyncio.run, one_loop()) >= 2

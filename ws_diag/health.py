@@ -3,17 +3,17 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
+import contextvars
+import functools
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
-from .codes import DEFAULT_PRIORITY, CodeScheme, ComponentLike, frame_code
-from .diagnosis import describe_exception, redact
-from .probes.base import Probe
+from .diagnosis import describe_exception
+from .probes.base import Probe, ProbeFailed
+from .report import HealthReport, ProbeResult, ProbeStatus
 from .settings import DiagSettings
 
 __all__ = [
@@ -26,88 +26,7 @@ __all__ = [
 
 logger = logging.getLogger("ws_diag.health")
 
-ProbeStatus = Literal["healthy", "failed", "degraded"]
-
-
-@dataclass(frozen=True, slots=True)
-class ProbeResult:
-    """One probe's outcome. ``error`` is redacted; ``error_type`` is just the exception's name."""
-
-    name: str
-    component: ComponentLike
-    required: bool
-    status: ProbeStatus
-    latency_ms: float
-    error: str | None = None
-    error_type: str | None = None
-    details: Mapping[str, Any] = field(default_factory=dict)
-
-    @property
-    def ok(self) -> bool:
-        """Whether the probe passed."""
-        return self.status == "healthy"
-
-
-@dataclass(frozen=True, slots=True)
-class HealthReport:
-    """The results of one run of every probe."""
-
-    results: tuple[ProbeResult, ...]
-    checked_at: datetime
-    took_ms: float
-
-    @property
-    def healthy(self) -> bool:
-        """No required probe failed."""
-        return all(r.status != "failed" for r in self.results)
-
-    def culprit(self, priority: Sequence[str] = DEFAULT_PRIORITY) -> ProbeResult | None:
-        """The result a failure should be blamed on.
-
-        Failed (required) probes first, then degraded ones; within each, probes
-        whose name or component key comes first in ``priority``, then the rest in
-        registration order. ``None`` when everything is healthy.
-        """
-        rank = {key: index for index, key in enumerate(priority)}
-
-        def order(item: tuple[int, ProbeResult]) -> tuple[int, int, int]:
-            index, result = item
-            named = min(rank.get(result.name, len(rank)), rank.get(result.component.key, len(rank)))
-            return (0 if result.status == "failed" else 1, named, index)
-
-        unhealthy = [(i, r) for i, r in enumerate(self.results) if not r.ok]
-        return min(unhealthy, key=order)[1] if unhealthy else None
-
-    def to_dict(self, *, code_scheme: CodeScheme = "private", expose_details: bool = True) -> dict[str, Any]:
-        """The seed's report format. Without ``expose_details`` errors are reduced to type names."""
-        failed = [r for r in self.results if r.status == "failed"]
-        degraded = [r for r in self.results if r.status == "degraded"]
-        suggestions: list[str] = []
-        for result in (*failed, *degraded):
-            suggestions.extend(s for s in result.component.suggestions if s not in suggestions)
-        summary = f"{len(failed)} of {len(self.results)} components failed"
-        if degraded:
-            summary += f", {len(degraded)} degraded"
-        return {
-            "healthy": self.healthy,
-            "failed_components": [r.name for r in failed],
-            "degraded_components": [r.name for r in degraded],
-            "component_details": {
-                r.name: {
-                    "status": r.status,
-                    "component": r.component.display_name,
-                    "required": r.required,
-                    "error": (r.error if expose_details else r.error_type) if not r.ok else None,
-                    "error_code": frame_code(r.component, code_scheme) if not r.ok else None,
-                    "latency_ms": round(r.latency_ms, 3),
-                }
-                for r in self.results
-            },
-            "error_suggestions": suggestions,
-            "summary": summary,
-            "checked_at": self.checked_at.isoformat().replace("+00:00", "Z"),
-            "took_ms": round(self.took_ms, 3),
-        }
+ReportHook = Callable[[HealthReport], object]
 
 
 class HealthChecker:
@@ -116,9 +35,11 @@ class HealthChecker:
     Concurrent callers while a run is in flight share that run (single-flight),
     and a finished run is reused for ``cache_ttl`` seconds: under a storm of
     failing sessions each probe runs at most once per TTL window. A probe that
-    hangs, raises anything or returns garbage becomes a failed result; ``check``
-    never raises (but for cancellation of its caller) and returns within
-    ``timeout`` plus scheduling slack, even if a probe ignores cancellation.
+    hangs, raises anything or returns garbage becomes a failed result; a probe
+    still stuck in an earlier run is not started again (it is reported failed),
+    so abandoned probes cannot pile up. ``check`` never raises (but for
+    cancellation of its caller) and returns within ``timeout`` plus scheduling
+    slack, even if a probe ignores cancellation.
 
     Args:
         probes: the probes; names must be unique.
@@ -138,7 +59,7 @@ class HealthChecker:
         cache_ttl: float = 2.0,
         refresh_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
-        on_report: Iterable[Callable[[HealthReport], object]] = (),
+        on_report: Iterable[ReportHook] = (),
     ) -> None:
         self.probes = tuple(probes)
         for probe in self.probes:
@@ -159,11 +80,12 @@ class HealthChecker:
         self._clock = clock
         self.on_report = tuple(on_report)
         self.runs = 0  # how many runs started: a storm must not multiply them
+        self._generation = 0  # bumped by invalidate(): older runs are not cached
         self._cached: HealthReport | None = None
         self._cached_at = 0.0
         self._inflight: asyncio.Task[HealthReport] | None = None
         self._refresher: asyncio.Task[None] | None = None
-        self._stragglers: set[asyncio.Task[Any]] = set()
+        self._stragglers: dict[str, asyncio.Task[Any]] = {}
 
     def cached(self) -> HealthReport | None:
         """The cached report while it is fresh, else ``None``; never runs probes."""
@@ -172,69 +94,100 @@ class HealthChecker:
         return None
 
     def invalidate(self) -> None:
-        """Forget the cached report: the next check runs the probes (after a known change)."""
+        """Forget the cached report and any run in flight: the next check runs the probes anew."""
+        self._generation += 1
         self._cached = None
+        self._inflight = None
 
     async def check(self, *, fresh: bool = False) -> HealthReport:
         """A report: the cached one if fresh (unless ``fresh``), the in-flight one, or a new run."""
         if not fresh and (report := self.cached()) is not None:
             return report
+        loop = asyncio.get_running_loop()
         task = self._inflight
-        if task is None or task.get_loop() is not asyncio.get_running_loop():
-            task = asyncio.ensure_future(self._run())
+        if task is None or task.get_loop() is not loop:
+            # An empty context: the shared run must not carry the first caller's
+            # context variables (request ids, tracing spans) into everyone's report.
+            task = loop.create_task(self._run(self._generation), context=contextvars.Context())
             self._inflight = task
             task.add_done_callback(self._run_done)
-        # A caller that gives up (its own deadline) must not cancel the shared run.
-        return await asyncio.shield(task)
+        try:
+            # A caller that gives up (its own deadline) must not cancel the shared run.
+            return await asyncio.shield(task)
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if task.cancelled() and current is not None and current.cancelling() == 0:
+                # The shared run was cancelled, not this caller: answer, do not raise.
+                return self._cancelled_report()
+            raise
 
     def start(self) -> None:
-        """Start background refreshing (idempotent); needs a running event loop."""
-        if self.refresh_interval is None or (self._refresher is not None and not self._refresher.done()):
+        """Start background refreshing in the running loop (idempotent; restarts in a new loop)."""
+        if self.refresh_interval is None:
             return
-        self._refresher = asyncio.get_running_loop().create_task(self._refresh_forever())
+        loop = asyncio.get_running_loop()
+        refresher = self._refresher
+        if refresher is not None and not refresher.done() and refresher.get_loop() is loop:
+            return
+        self._refresher = loop.create_task(self._refresh_forever(), context=contextvars.Context())
 
     async def aclose(self) -> None:
-        """Stop background refreshing and wait (bounded) for abandoned probe tasks."""
-        tasks = [t for t in (self._refresher, self._inflight) if t is not None and not t.done()]
-        tasks.extend(self._stragglers)
-        for task in tasks:
+        """Stop background refreshing; let a run in flight finish (it is bounded); cancel abandoned probes."""
+        waits: list[asyncio.Future[Any]] = []
+        if self._refresher is not None and not self._refresher.done():
+            self._refresher.cancel()
+            waits.append(self._refresher)
+        if self._inflight is not None and not self._inflight.done():
+            waits.append(self._inflight)  # its waiters get their report
+        for task in self._stragglers.values():
             task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=self.timeout)
+            waits.append(task)
+        if waits:
+            await asyncio.wait(waits, timeout=self.timeout * 2)
+
+    def _cancelled_report(self) -> HealthReport:
+        results = tuple(_failure(probe, 0.0, ProbeFailed("health check was cancelled")) for probe in self.probes)
+        return HealthReport(results, datetime.now(UTC), 0.0)
 
     async def _refresh_forever(self) -> None:
         assert self.refresh_interval is not None
         while True:
-            with contextlib.suppress(Exception):
+            try:
                 await self.check(fresh=True)
+            except Exception:
+                logger.exception("background health check failed", extra={"ws_diag_event": "refresh_failed"})
             await asyncio.sleep(self.refresh_interval)
 
     def _run_done(self, task: asyncio.Task[HealthReport]) -> None:
         if self._inflight is task:
             self._inflight = None
         if not task.cancelled() and task.exception() is None:
-            self._cached = task.result()
-            self._cached_at = self._clock()
+            report = task.result()
+            if report.generation == self._generation:
+                self._cached = report
+                self._cached_at = self._clock()
 
-    async def _run(self) -> HealthReport:
+    async def _run(self, generation: int) -> HealthReport:
         self.runs += 1
         started = time.perf_counter()
         checked_at = datetime.now(UTC)
-        tasks = [asyncio.ensure_future(_timed(probe)) for probe in self.probes]
-        if tasks:
-            # wait() rather than timeout(): a probe whose cleanup ignores
-            # cancellation must not hold the deadline hostage.
-            await asyncio.wait(tasks, timeout=self.timeout)
-        results = []
-        for probe, task in zip(self.probes, tasks, strict=True):
-            if task.done():
-                results.append(_result(probe, task))
-            else:
+        tasks: dict[str, asyncio.Task[tuple[float, Any]]] = {}
+        for probe in self.probes:
+            if probe.name not in self._stragglers:
+                tasks[probe.name] = asyncio.ensure_future(_timed(probe))
+        try:
+            if tasks:
+                # wait() rather than timeout(): a probe whose cleanup ignores
+                # cancellation must not hold the deadline hostage.
+                await asyncio.wait(tasks.values(), timeout=self.timeout)
+        finally:
+            late = {name: task for name, task in tasks.items() if not task.done()}
+            for name, task in late.items():
                 task.cancel()
-                self._stragglers.add(task)
-                task.add_done_callback(self._straggler_done)
-                results.append(_failure(probe, self.timeout * 1000, TimeoutError(f"no answer within {self.timeout}s")))
-        report = HealthReport(tuple(results), checked_at, (time.perf_counter() - started) * 1000)
+                self._stragglers[name] = task
+                task.add_done_callback(functools.partial(self._straggler_done, name))
+        results = tuple(self._result_of(probe, tasks.get(probe.name)) for probe in self.probes)
+        report = HealthReport(results, checked_at, (time.perf_counter() - started) * 1000, generation)
         if any(not r.ok for r in results):
             logger.info("health check: %s", report.to_dict()["summary"], extra={"ws_diag_event": "health_check"})
         for hook in self.on_report:
@@ -244,8 +197,16 @@ class HealthChecker:
                 logger.exception("on_report hook %r failed", hook, extra={"ws_diag_event": "hook_failed"})
         return report
 
-    def _straggler_done(self, task: asyncio.Task[Any]) -> None:
-        self._stragglers.discard(task)
+    def _result_of(self, probe: Probe, task: asyncio.Task[tuple[float, Any]] | None) -> ProbeResult:
+        if task is None:
+            return _failure(probe, 0.0, ProbeFailed(f"{probe.name}: an earlier check is still running"))
+        if not task.done():
+            return _failure(probe, self.timeout * 1000, TimeoutError(f"no answer within {self.timeout}s"))
+        return _result(probe, task)
+
+    def _straggler_done(self, name: str, task: asyncio.Task[Any]) -> None:
+        if self._stragglers.get(name) is task:
+            del self._stragglers[name]
         if not task.cancelled():
             task.exception()  # retrieved, so asyncio does not log it as lost
 
@@ -280,7 +241,7 @@ def _failure(probe: Probe, latency_ms: float, exc: BaseException) -> ProbeResult
         required=probe.required,
         status="failed" if probe.required else "degraded",
         latency_ms=latency_ms,
-        error=redact(describe_exception(exc)),
+        error=describe_exception(exc),
         error_type=type(exc).__name__,
     )
 

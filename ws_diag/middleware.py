@@ -82,12 +82,11 @@ class DiagnosticsMiddleware:
         self._health_path = settings.health_path
         self._rewrite_codes = settings.rewrite_codes
         self._passthrough_preaccept = settings.preaccept == "passthrough"
-        self._refresh_pending = checker.refresh_interval is not None and bool(checker.probes)
+        self._refresh = checker.refresh_interval is not None and bool(checker.probes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self._refresh_pending:
-            self._refresh_pending = False
-            self.checker.start()
+        if self._refresh:
+            self.checker.start()  # cheap when running; follows the app into a new event loop
         if scope["type"] != "websocket":
             if self._health_path is not None and scope["type"] == "http" and scope.get("path") == self._health_path:
                 await serve_health(scope, receive, send, self.checker, self.settings)
