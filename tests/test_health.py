@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import contextvars
+import threading
 from typing import Any
 
 import pytest
@@ -421,3 +422,21 @@ async def test_refresher_restarts_in_a_new_event_loop() -> None:
     # Two fresh loops, one after the other, in a worker thread (this test's own loop is busy).
     assert await asyncio.to_thread(asyncio.run, one_loop()) >= 2
     assert await asyncio.to_thread(asyncio.run, one_loop()) >= 2
+
+
+async def test_stuck_sync_probe_does_not_starve_the_executor() -> None:
+    """A sync check that blocks for good occupies one thread at most; the loop's executor stays free."""
+    blocker = threading.Event()
+    probe = CallableProbe("supervisor", Component.SUPERVISOR, blocker.wait)
+    checker = HealthChecker([probe], timeout=0.02, cache_ttl=0)
+    try:
+        for _ in range(40):
+            report = await asyncio.wait_for(checker.check(), NO_HANG)
+            assert report.results[0].status == "failed"
+        threads = [t for t in threading.enumerate() if t.name == "ws_diag-probe-supervisor"]
+        assert len(threads) == 1
+        # getaddrinfo runs in the default executor, which a pile of stuck probes would have exhausted.
+        await asyncio.wait_for(asyncio.get_running_loop().getaddrinfo("127.0.0.1", 80), NO_HANG)
+    finally:
+        blocker.set()
+        await checker.aclose()

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import os
+import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
@@ -92,8 +94,10 @@ class CallableProbe:
     """Wraps a user's sync or async check.
 
     The function returns ``None``, ``True`` or a mapping of details when healthy,
-    and ``False`` or raises when not. A sync function runs in a worker thread so
-    that a slow one cannot block the event loop.
+    and ``False`` or raises when not. A sync function runs in a daemon thread of
+    its own, never in the event loop's shared executor: a call that blocks for
+    good is abandoned at the checker's deadline without starving the executor
+    that name resolution uses, and no second call starts while it is stuck.
 
     Args:
         name: the report key.
@@ -117,15 +121,13 @@ class CallableProbe:
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - an instance with an async __call__
         )
+        self._thread_busy = False
 
     async def check(self) -> ProbeDetails:
         """Run the function; ``False`` counts as a failure."""
-        if self._is_async:
-            result = await self._fn()
-        else:
-            result = await asyncio.to_thread(self._fn)
-            if inspect.isawaitable(result):
-                result = await result
+        result = await self._fn() if self._is_async else await self._in_thread()
+        if inspect.isawaitable(result):
+            result = await result
         if result is False:
             raise ProbeFailed(f"{self.name} check returned False")
         if result is None or result is True:
@@ -134,3 +136,30 @@ class CallableProbe:
             return result
         msg = f"{self.name} check returned {type(result).__name__}, expected None, a bool or a mapping"
         raise TypeError(msg)
+
+    async def _in_thread(self) -> Any:
+        if self._thread_busy:
+            raise ProbeFailed(f"{self.name}: the previous call has not returned yet")
+        self._thread_busy = True
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[Any] = loop.create_future()
+
+        def settle(ok: bool, value: Any) -> None:
+            if not future.done():
+                if ok:
+                    future.set_result(value)
+                else:
+                    future.set_exception(value)
+
+        def work() -> None:
+            try:
+                ok, value = True, self._fn()
+            except Exception as exc:
+                ok, value = False, exc
+            finally:
+                self._thread_busy = False
+            with contextlib.suppress(RuntimeError):  # the loop closed while we ran
+                loop.call_soon_threadsafe(settle, ok, value)
+
+        threading.Thread(target=work, name=f"ws_diag-probe-{self.name}", daemon=True).start()
+        return await future

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import asyncpg
@@ -57,8 +58,14 @@ class PostgresProbe:
     async def check(self) -> ProbeDetails:
         """Run ``SELECT 1``; raise on any failure or timeout."""
         if self._pool is not None:
-            async with self._pool.acquire(timeout=self.timeout) as conn:
+            conn = await self._pool.acquire(timeout=self.timeout)
+            try:
                 return await self._select_one(conn)
+            finally:
+                # release() with a timeout terminates a connection it cannot reset in
+                # time; without one it waits on a hung server forever.
+                with contextlib.suppress(Exception):
+                    await self._pool.release(conn, timeout=self.timeout)
         conn = await asyncpg.connect(self._dsn, timeout=self.timeout, command_timeout=self.timeout)
         try:
             return await self._select_one(conn)

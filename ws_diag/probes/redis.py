@@ -64,15 +64,16 @@ class RedisProbe:
             async with asyncio.timeout(self.timeout):
                 await self._client.ping()
             return None
-        client = redis.asyncio.Redis.from_url(
-            self._url,  # type: ignore[arg-type]
-            socket_connect_timeout=self.timeout,
-            socket_timeout=self.timeout,
-            retry=Retry(NoBackoff(), 0),
-            retry_on_timeout=False,
-            health_check_interval=0,
-            single_connection_client=True,
-        )
+        bounded = {
+            "socket_connect_timeout": self.timeout,
+            "socket_timeout": self.timeout,
+            "retry": Retry(NoBackoff(), 0),
+            "retry_on_timeout": False,
+            "health_check_interval": 0,
+        }
+        client = redis.asyncio.Redis.from_url(self._url, single_connection_client=True, **bounded)  # type: ignore[arg-type]
+        # Options in the URL's query string win over from_url's arguments: put ours back.
+        client.connection_pool.connection_kwargs.update(bounded)
         try:
             async with asyncio.timeout(self.timeout):
                 await client.ping()
