@@ -83,3 +83,13 @@ def test_cyclic_cause_chain_terminates() -> None:
 def test_no_builtin_rules() -> None:
     """builtin_rules=False starts empty."""
     assert Classifier(builtin_rules=False).classify(redis.exceptions.ConnectionError()) is None
+
+
+def test_application_bugs_in_drivers_stay_unclassified() -> None:
+    """A unique violation or a WRONGTYPE reply is the app's bug, not an unavailable dependency."""
+    classifier = Classifier()
+    assert classifier.classify(asyncpg.exceptions.UniqueViolationError()) is None
+    assert classifier.classify(asyncpg.exceptions.PostgresSyntaxError()) is None
+    assert classifier.classify(redis.exceptions.ResponseError("WRONGTYPE")) is None
+    assert classifier.classify(redis.exceptions.ReadOnlyError()) is Component.REDIS
+    assert classifier.classify(asyncpg.exceptions.InvalidPasswordError()) is Component.DATABASE

@@ -122,6 +122,9 @@ def test_custom_component_valid() -> None:
         ({"key": "billing", "display_name": "Billing", "code": 3999}, "outside the private range"),
         ({"key": "billing", "display_name": "Billing", "code": 5000}, "outside the private range"),
         ({"key": "billing", "display_name": "Billing", "code": 4005}, "reserved"),
+        ({"key": "billing", "display_name": "Billing", "code": 4011}, "reserved"),
+        ({"key": "billing", "display_name": "Billing", "code": 4100, "legacy_code": 1000}, "legacy_code 1000"),
+        ({"key": "billing", "display_name": "Billing", "code": 4100, "legacy_code": 4007}, "legacy_code 4007"),
         ({"key": "database", "display_name": "DB", "code": 4100}, "reserved"),
         ({"key": "", "display_name": "Billing", "code": 4100}, "key"),
         ({"key": "billing", "display_name": "Billing", "code": 4100, "http_status": 200}, "http_status"),
@@ -140,3 +143,5 @@ def test_duplicate_custom_components_refused() -> None:
         validate_components([a, CustomComponent("search", "Search", 4100)])
     with pytest.raises(ValueError, match="duplicate component key 'billing'"):
         validate_components([a, CustomComponent("billing", "Billing 2", 4101)])
+    with pytest.raises(ValueError, match="code 4100 is already used by 'billing'"):
+        validate_components([a, CustomComponent("search", "Search", 4200, legacy_code=4100)])

@@ -528,3 +528,117 @@ async def test_strict_server_legacy_codes() -> None:
     with pytest.raises(WebSocketComponentError):
         await app(ws_scope(), receive, strict_server_send(sent))
     assert sent[-1]["code"] == 4002
+
+
+async def test_slow_client_still_gets_the_apps_close() -> None:
+    """When the frame is stuck behind a slow client, the close still goes out on a budget of its own."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return CONNECT
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.send":
+            await asyncio.Event().wait()
+        sent.append(message)
+
+    await asyncio.wait_for(wrap(closing(1011), send_timeout=0.05)(ws_scope(), receive, send), timeout=5)
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.close"]
+    assert sent[-1]["code"] == 1011
+
+
+async def test_checker_with_a_longer_deadline_is_respected() -> None:
+    """A checker given a longer timeout than probe_timeout still gets to name the component."""
+    from ws_diag import HealthChecker
+    from ws_diag.probes import CallableProbe, ProbeFailed
+
+    async def slow_failure() -> None:
+        await asyncio.sleep(0.1)
+        raise ProbeFailed("database down")
+
+    checker = HealthChecker([CallableProbe("database", Component.DATABASE, slow_failure)], timeout=2)
+    middleware = DiagnosticsMiddleware(
+        raising(TimeoutError()), settings=DiagSettings(probe_timeout=0.01), checker=checker
+    )
+    run = await drive(middleware)
+    assert frame_of(run)["component"] == "Database"
+
+
+async def test_own_errors_do_not_log_the_apps_traceback(caplog: pytest.LogCaptureFixture) -> None:
+    """A failing hook is logged with its own traceback only: the app's exception is not printed again."""
+
+    def broken(event: Any) -> None:
+        raise ValueError("hook bug")
+
+    middleware = DiagnosticsMiddleware(
+        raising(RuntimeError("the app's secret message")), settings=DiagSettings(), on_diagnosis=broken
+    )
+    await drive(middleware)
+    logged = "\n".join(caplog.text.splitlines())
+    assert "hook bug" in logged
+    assert "the app's secret message" not in logged
+
+
+async def test_preaccept_frame_names_nobody() -> None:
+    """Before accept the frame carries no user_id, details or root cause, whatever expose_details says."""
+    error = WebSocketComponentError.auth_failure("Token expired", user_id="u-42", details={"tenant": "acme"})
+    run = await drive(wrap(raising(error, accept=False), expose_details=True))
+    body = frame_of(run)
+    assert (body["user_id"], body["details"], body["root_cause"]) == (None, None, None)
+    assert body["message"] == "Token expired"
+
+
+async def test_failed_accept_means_the_client_is_gone() -> None:
+    """If the server's accept raises OSError, the app's following exception is passed on with nothing sent."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return CONNECT
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "websocket.accept":
+            raise ConnectionResetError
+        sent.append(message)
+
+    with pytest.raises(ConnectionResetError):
+        await wrap(raising(RuntimeError("unused")))(ws_scope(), receive, send)
+    assert sent == []
+
+
+async def test_disconnect_on_top_beats_a_component_error_in_its_context() -> None:
+    """A disconnect raised while handling a component error means the client left: nothing is sent."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        try:
+            raise WebSocketComponentError.database_failure()
+        except WebSocketComponentError:
+            raise starlette.websockets.WebSocketDisconnect(1001) from None
+
+    run = await drive(wrap(app))
+    assert [m["type"] for m in run.sent] == ["websocket.accept"]
+
+
+async def test_async_hooks_are_awaited() -> None:
+    """An async on_diagnosis hook is awaited (within send_timeout)."""
+    seen = []
+
+    async def hook(event: Any) -> None:
+        await asyncio.sleep(0)
+        seen.append(event.code)
+
+    await drive(
+        DiagnosticsMiddleware(
+            raising(WebSocketComponentError.redis_failure()), settings=DiagSettings(), on_diagnosis=hook
+        )
+    )
+    assert seen == [4007]
+
+
+@pytest.mark.parametrize("code", [None, [1011], {"x": 1}])
+async def test_odd_close_code_values(code: Any) -> None:
+    """A missing (None) or unhashable close code does not break the middleware: None means 1000."""
+    run = await drive(wrap(closing(code)))
+    assert run.close is not None
+    assert run.close["code"] == (1000 if code is None else 1011)

@@ -41,10 +41,20 @@ class _Rule:
     predicate: Predicate | None
 
 
+# Only errors that mean the dependency itself is unavailable: a unique violation,
+# a syntax error or a WRONGTYPE reply is the application's bug, not the database's.
 _BUILTIN_NAMED_RULES: dict[str, Outcome] = {
-    "asyncpg.exceptions._base.PostgresError": Component.DATABASE,
+    "asyncpg.exceptions.PostgresConnectionError": Component.DATABASE,
+    "asyncpg.exceptions.InsufficientResourcesError": Component.DATABASE,
+    "asyncpg.exceptions.OperatorInterventionError": Component.DATABASE,
+    "asyncpg.exceptions.InvalidAuthorizationSpecificationError": Component.DATABASE,
+    "asyncpg.exceptions.ReadOnlySQLTransactionError": Component.DATABASE,
     "asyncpg.exceptions._base.InterfaceError": Component.DATABASE,
-    "redis.exceptions.RedisError": Component.REDIS,
+    "redis.exceptions.ConnectionError": Component.REDIS,
+    "redis.exceptions.TimeoutError": Component.REDIS,
+    "redis.exceptions.ReadOnlyError": Component.REDIS,
+    "redis.exceptions.ClusterDownError": Component.REDIS,
+    "redis.exceptions.TryAgainError": Component.REDIS,
     "starlette.websockets.WebSocketDisconnect": CLIENT_GONE,
     "uvicorn.protocols.utils.ClientDisconnected": CLIENT_GONE,
 }
@@ -57,8 +67,10 @@ def _name(cls: type) -> str:
 class Classifier:
     """Maps exception types to components.
 
-    The built-in rules map asyncpg's ``PostgresError``/``InterfaceError`` to
-    DATABASE, redis-py's ``RedisError`` to REDIS, and Starlette's
+    The built-in rules map asyncpg's connection, resource, operator-intervention,
+    authorisation and interface errors to DATABASE, redis-py's connection,
+    timeout, read-only and cluster-down errors to REDIS (query errors and error
+    replies stay unclassified: they are the application's bugs), and Starlette's
     ``WebSocketDisconnect`` and uvicorn's ``ClientDisconnected`` to
     :data:`CLIENT_GONE`. Plain ``OSError`` and ``TimeoutError`` are left
     unclassified on purpose: they do not say which dependency timed out, so the
@@ -106,6 +118,10 @@ class Classifier:
             if outcome is not None:
                 return outcome
         return None
+
+    def classify_one(self, exc: BaseException) -> Outcome | None:
+        """The outcome for ``exc`` itself, ignoring its causes and group members."""
+        return self._lookup(exc)
 
     def _lookup(self, exc: BaseException) -> Outcome | None:
         for cls in type(exc).__mro__:

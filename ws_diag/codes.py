@@ -270,8 +270,18 @@ class Component(enum.Enum):
         self.http_status = http_status
 
 
-_RESERVED_CODES = frozenset(member.code for member in Component)
+# The built-in private codes, and 4011: what a strict server gets instead of 1011.
+_RESERVED_CODES = frozenset({*(member.code for member in Component), CLOSE_INTERNAL_ERROR + _STRICT_OFFSET})
 _RESERVED_KEYS = frozenset(member.key for member in Component)
+
+
+def _check_private(key: str, field_name: str, code: int) -> None:
+    if not _PRIVATE_MIN <= code <= _PRIVATE_MAX:
+        msg = f"component {key!r}: {field_name} {code} is outside the private range 4000-4999"
+        raise ValueError(msg)
+    if code in _RESERVED_CODES:
+        msg = f"component {key!r}: {field_name} {code} is reserved by ws_diag"
+        raise ValueError(msg)
 
 
 @dataclass(frozen=True, slots=True)
@@ -286,11 +296,11 @@ class CustomComponent:
         suggestions: hints for whoever reads the frame.
         retryable: whether a client may simply reconnect.
         http_status: status for the ``http_denial`` pre-accept mode.
-        legacy_code: the code in the ``legacy`` scheme; defaults to ``code``.
+        legacy_code: the code in the ``legacy`` scheme (also 4000-4999); defaults to ``code``.
 
     Raises:
-        ValueError: a code outside 4000-4999 or reserved by a built-in component,
-            a key of a built-in component, or an empty key or display name.
+        ValueError: a code outside 4000-4999 or reserved by ws_diag (4002-4011), a key of
+            a built-in component, an empty key or display name, or a non-error HTTP status.
     """
 
     key: str
@@ -309,31 +319,28 @@ class CustomComponent:
         if self.key in _RESERVED_KEYS:
             msg = f"component key {self.key!r} is reserved by a built-in component"
             raise ValueError(msg)
-        if not _PRIVATE_MIN <= self.code <= _PRIVATE_MAX:
-            msg = f"component {self.key!r}: code {self.code} is outside the private range 4000-4999"
-            raise ValueError(msg)
-        if self.code in _RESERVED_CODES:
-            msg = f"component {self.key!r}: code {self.code} is reserved by a built-in component"
-            raise ValueError(msg)
+        _check_private(self.key, "code", self.code)
         if not 400 <= self.http_status <= 599:
             msg = f"component {self.key!r}: http_status {self.http_status} is not an HTTP error status"
             raise ValueError(msg)
         if self.legacy_code == 0:
             object.__setattr__(self, "legacy_code", self.code)
-        elif not is_sendable_close_code(self.legacy_code) and self.legacy_code not in _RESERVED_CODES:
-            msg = f"component {self.key!r}: legacy_code {self.legacy_code} is not a close code"
-            raise ValueError(msg)
+        else:
+            _check_private(self.key, "legacy_code", self.legacy_code)
         object.__setattr__(self, "suggestions", tuple(self.suggestions))
 
 
 def validate_components(components: Iterable[ComponentLike]) -> tuple[ComponentLike, ...]:
-    """Check that custom components do not share a key or a code.
+    """Check that custom components share no key, code or legacy code with each other or the built-ins.
 
     Raises:
-        ValueError: naming the first duplicate key or code.
+        ValueError: naming the first clash.
     """
-    seen_keys: dict[str, ComponentLike] = {c.key: c for c in Component}
-    seen_codes: dict[int, ComponentLike] = {c.code: c for c in Component}
+    seen_keys: set[str] = {c.key for c in Component}
+    seen_codes: dict[int, str] = {}
+    for member in Component:
+        for code in {member.code, wire_code(member, "legacy")}:
+            seen_codes[code] = member.key
     result = []
     for component in components:
         if isinstance(component, Component):
@@ -341,12 +348,12 @@ def validate_components(components: Iterable[ComponentLike]) -> tuple[ComponentL
         if component.key in seen_keys:
             msg = f"duplicate component key {component.key!r}"
             raise ValueError(msg)
-        if component.code in seen_codes:
-            other = seen_codes[component.code]
-            msg = f"component {component.key!r}: code {component.code} is already used by {other.key!r}"
-            raise ValueError(msg)
-        seen_keys[component.key] = component
-        seen_codes[component.code] = component
+        for code in {component.code, component.legacy_code}:
+            if code in seen_codes:
+                msg = f"component {component.key!r}: code {code} is already used by {seen_codes[code]!r}"
+                raise ValueError(msg)
+            seen_codes[code] = component.key
+        seen_keys.add(component.key)
         result.append(component)
     return tuple(result)
 

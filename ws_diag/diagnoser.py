@@ -44,6 +44,8 @@ class Diagnoser:
         nobody to tell.
         """
         if exc is not None:
+            if self.classifier.classify_one(exc) is CLIENT_GONE:
+                return None  # the client left, whatever the exception's causes say
             for candidate in exception_chain(exc):
                 if isinstance(candidate, WebSocketComponentError):
                     return Diagnosis.from_component_error(candidate)

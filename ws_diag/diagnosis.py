@@ -69,15 +69,21 @@ class Diagnosis:
     probe: str | None = None
     incident_id: str = field(default_factory=new_incident_id)
     timestamp: datetime = field(default_factory=_utc_now)
+    # Described only when a frame exposes it: exception text an attacker can shape
+    # should cost nothing when nobody will see it.
+    exception: BaseException | None = field(default=None, compare=False, repr=False)
+
+    def root_cause_text(self) -> str | None:
+        """``root_cause``, or the redacted description of ``exception``."""
+        if self.root_cause is not None:
+            return redact(self.root_cause)
+        return describe_exception(self.exception) if self.exception is not None else None
 
     @classmethod
     def from_component_error(cls, error: WebSocketComponentError) -> Diagnosis:
         """The application named the component: use what it said."""
         cause = error.root_cause
-        if isinstance(cause, BaseException):
-            cause = describe_exception(cause)
-        elif cause is None and error.__cause__ is not None:
-            cause = describe_exception(error.__cause__)
+        exception = cause if isinstance(cause, BaseException) else error.__cause__ if cause is None else None
         return cls(
             component=error.component,
             message=error.message,
@@ -85,7 +91,8 @@ class Diagnosis:
             retryable=error.retryable,
             user_id=error.user_id,
             details=error.details,
-            root_cause=cause,
+            root_cause=cause if isinstance(cause, str) else None,
+            exception=exception,
         )
 
     @classmethod
@@ -101,10 +108,8 @@ class Diagnosis:
     ) -> Diagnosis:
         """A diagnosis ws_diag worked out itself: the message is the component's standard one.
 
-        ``root_cause`` defaults to the description of ``exc``.
+        ``root_cause`` defaults to the description of ``exc``, made only when shown.
         """
-        if root_cause is None and exc is not None:
-            root_cause = describe_exception(exc)
         return cls(
             component=component,
             message=component.description,
@@ -113,6 +118,7 @@ class Diagnosis:
             root_cause=root_cause,
             probe=probe,
             details=details or {},
+            exception=exc,
         )
 
 
@@ -132,7 +138,7 @@ def build_frame(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details
             "user_id": diagnosis.user_id,
             "timestamp": _iso_millis(diagnosis.timestamp),
             "details": redact_details(diagnosis.details) if expose_details else None,
-            "root_cause": redact(diagnosis.root_cause) if expose_details and diagnosis.root_cause else None,
+            "root_cause": diagnosis.root_cause_text() if expose_details else None,
             "suggestions": list(component.suggestions),
             "incident_id": diagnosis.incident_id,
             "retryable": diagnosis.retryable,

@@ -113,19 +113,22 @@ class DiagnosticsMiddleware:
             nonlocal accepted, finished, gone
             kind = message["type"]
             if kind == "websocket.close" and not finished:
-                if self._should_rewrite(message, accepted) and not gone:
+                finished = True
+                if not gone and self._should_rewrite(message, accepted):
                     logger.info(
                         "websocket failure intercepted: app closed with %s",
                         message.get("code"),
                         extra={"ws_diag_event": "intercepted", "path": scope.get("path"), "code": message.get("code")},
                     )
-                    finished = True
                     gone = await self.responder.intervene(scope, send, None, message, accepted)
                     return
-                finished = True
-                await send(repaired_close(message) if accepted else message)
-                return
-            await send(message)  # odd sequences are the server's to judge
+                if accepted:
+                    message = repaired_close(message)
+            try:
+                await send(message)  # odd sequences are the server's to judge
+            except OSError:
+                gone = True  # the client left: nothing of ours may follow
+                raise
             if kind == "websocket.accept":
                 accepted = True
                 logger.debug(
@@ -172,5 +175,7 @@ class DiagnosticsMiddleware:
         if not accepted and self._passthrough_preaccept:
             return False
         code = close.get("code", CLOSE_NORMAL)
+        if isinstance(code, int) and code in self._rewrite_codes:
+            return True
         # After accept a code that cannot be delivered counts as the code it is repaired to.
-        return code in self._rewrite_codes or (accepted and repaired_code(code) in self._rewrite_codes)
+        return accepted and repaired_code(code) in self._rewrite_codes

@@ -6,6 +6,8 @@ Nothing here runs on the message path.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
+import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable
@@ -53,11 +55,13 @@ class DiagnosisEvent:
     exception: BaseException | None
 
 
-DiagnosisHook = Callable[[DiagnosisEvent], object]
+DiagnosisHook = Callable[[DiagnosisEvent], object]  # may return an awaitable, awaited within send_timeout
 
 
 def repaired_code(code: object) -> int:
-    """A deliverable close code for whatever the app put in ``code``."""
+    """A deliverable close code for whatever the app put in ``code`` (``None``: the ASGI default, 1000)."""
+    if code is None:
+        return CLOSE_NORMAL
     return repair_close_code(code) if isinstance(code, int) else CLOSE_INTERNAL_ERROR
 
 
@@ -92,7 +96,8 @@ class Responder:
         self.settings = settings
         self.diagnoser = diagnoser
         self.hooks = tuple(hooks)
-        self._deadline = settings.probe_timeout + _DEADLINE_SLACK
+        checker_timeout = diagnoser.checker.timeout if diagnoser.checker is not None else 0.0
+        self._deadline = max(settings.probe_timeout, checker_timeout) + _DEADLINE_SLACK
 
     async def intervene(
         self, scope: Scope, send: Send, exc: BaseException | None, app_close: Message | None, accepted: bool
@@ -111,10 +116,8 @@ class Responder:
                 logger.debug("client already gone: %s", type(exc).__name__, extra={"ws_diag_event": "client_gone"})
                 return True
             messages = self._messages(scope, diagnosis, accepted)
-        except Exception:
-            logger.exception(
-                "ws_diag could not diagnose; falling back to a plain close", extra={"ws_diag_event": "fallback"}
-            )
+        except Exception as err:
+            _log_error("ws_diag could not diagnose; falling back to a plain close", err, "fallback")
             diagnosis = None
             messages = _fallback_messages(app_close, accepted)
         code, status = _outcome(messages)
@@ -131,7 +134,7 @@ class Responder:
             )
         if diagnosis is not None and self.hooks:
             event = DiagnosisEvent(diagnosis, code, status, delivered, took_ms, scope.get("path"), exc)
-            self._notify(event)
+            await self._notify(event)
         return gone
 
     async def _deliver(
@@ -140,29 +143,48 @@ class Responder:
         """Send ``messages`` within send_timeout. Returns (delivered, client gone, close code sent)."""
         send_timeout = self.settings.send_timeout
         sent_code = None
+        pending = list(messages)
         try:
             async with asyncio.timeout(send_timeout):
-                for message in messages:
-                    sent = await self._send_one(send, message)
-                    sent_code = sent.get("code", CLOSE_NORMAL) if sent["type"] == "websocket.close" else sent_code
+                while pending:
+                    sent = await self._send_one(send, pending[0])
+                    del pending[0]
+                    if sent["type"] == "websocket.close":
+                        sent_code = sent.get("code", CLOSE_NORMAL)
         except TimeoutError:
             logger.warning(
                 "client too slow: frame and close not delivered within %ss",
                 send_timeout,
                 extra={"ws_diag_event": "send_timeout"},
             )
+            # The close must still go out, with a budget of its own: without it uvicorn
+            # drops the connection (1006) and an app waiting for the disconnect never finishes.
+            close = next((m for m in pending if m["type"] == "websocket.close"), None)
+            return False, False, await self._last_resort(send, close) if close is not None else None
         except OSError:
             logger.debug("client gone before the close was delivered", extra={"ws_diag_event": "client_gone"})
             return False, True, None
-        except Exception:
+        except Exception as err:
             # Server state machines differ; whatever this server refused, the app's
             # own exception (or its own close, sent below) is what must surface.
-            logger.exception("the server refused ws_diag's messages", extra={"ws_diag_event": "refused"})
+            _log_error("the server refused ws_diag's messages", err, "refused")
             if app_close is not None:
-                await send(repaired_close(app_close) if accepted else app_close)
+                async with asyncio.timeout(send_timeout):
+                    await send(repaired_close(app_close) if accepted else app_close)
         else:
             return bool(messages), False, sent_code
         return False, False, None
+
+    async def _last_resort(self, send: Send, close: Message) -> int | None:
+        """One more bounded attempt at a close; returns the code sent, if it went."""
+        try:
+            async with asyncio.timeout(self.settings.send_timeout):
+                sent = await self._send_one(send, close)
+        except Exception:
+            logger.warning("the close could not be delivered either", extra={"ws_diag_event": "send_timeout"})
+            return None
+        code: int = sent.get("code", CLOSE_NORMAL)
+        return code
 
     async def _send_one(self, send: Send, message: Message) -> Message:
         """Send ``message``; returns what was actually sent."""
@@ -189,7 +211,13 @@ class Responder:
 
     def _messages(self, scope: Scope, diagnosis: Diagnosis, accepted: bool) -> list[Message]:
         settings = self.settings
-        text = frame_json(diagnosis, code_scheme=settings.code_scheme, expose_details=settings.expose_details)
+        expose = settings.expose_details
+        if not accepted:
+            # Before accept the peer is not yet trusted: any origin could have opened the
+            # socket (cross-site websocket hijacking), so the frame names nobody and shows nothing.
+            diagnosis = dataclasses.replace(diagnosis, user_id=None)
+            expose = False
+        text = frame_json(diagnosis, code_scheme=settings.code_scheme, expose_details=expose)
         if not accepted and settings.preaccept == "http_denial" and _DENIAL_EXTENSION in scope.get("extensions", {}):
             return [
                 {
@@ -207,12 +235,21 @@ class Responder:
         frame = {"type": "websocket.send", "text": text}
         return [frame, close] if accepted else [{"type": "websocket.accept"}, frame, close]
 
-    def _notify(self, event: DiagnosisEvent) -> None:
+    async def _notify(self, event: DiagnosisEvent) -> None:
         for hook in self.hooks:
             try:
-                hook(event)
-            except Exception:
-                logger.exception("on_diagnosis hook %r failed", hook, extra={"ws_diag_event": "hook_failed"})
+                result = hook(event)
+                if inspect.isawaitable(result):
+                    async with asyncio.timeout(self.settings.send_timeout):
+                        await result
+            except Exception as err:
+                _log_error(f"on_diagnosis hook {hook!r} failed", err, "hook_failed")
+
+
+def _log_error(message: str, err: BaseException, event: str) -> None:
+    """Log ws_diag's own error with its traceback, but not the app's exception it was raised under."""
+    err.__suppress_context__ = True
+    logger.error(message, exc_info=err, extra={"ws_diag_event": event})
 
 
 def _fallback_messages(app_close: Message | None, accepted: bool) -> list[Message]:
