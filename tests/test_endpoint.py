@@ -116,3 +116,27 @@ async def test_endpoint_over_real_http(kind: str) -> None:
             await writer.wait_closed()
             assert response.startswith(f"HTTP/1.1 {expected}".encode())
             assert (b'"healthy":false' in response) == (expected == 503)
+
+
+async def test_bearer_scheme_is_case_insensitive() -> None:
+    """'bearer' in any case is accepted with the right token (RFC 9110), and HEAD tells the real length."""
+    middleware = wrapped(health_token=TOKEN)
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/healthz",
+        "headers": [(b"authorization", f"bEaReR {TOKEN}".encode())],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await middleware(scope, receive, send)
+    assert sent[0]["status"] == 200
+    status, headers, body = await request(middleware, method="HEAD", token=TOKEN)
+    assert (status, body) == (200, b"")
+    assert int(headers["content-length"]) > 0

@@ -18,7 +18,15 @@ import json
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from .codes import CodeScheme, Component, strict_fallback_code, wire_code
+from .codes import (
+    CLOSE_GOING_AWAY,
+    CLOSE_NORMAL,
+    LOCAL_ONLY_CODES,
+    CodeScheme,
+    Component,
+    strict_fallback_code,
+    wire_code,
+)
 
 __all__ = ["Explanation", "explain", "parse_frame"]
 
@@ -31,10 +39,7 @@ for _scheme in ("private", "legacy"):
         _code = wire_code(_component, _scheme)
         _table[_code] = _component
         _table[strict_fallback_code(_code) or _code] = _component
-_NORMAL = frozenset({1000, 1001})
-# Codes a server never sends (RFC 6455 7.4.1): a client seeing them learnt nothing
-# about a component, whatever the legacy numbering says.
-_LOCAL_ONLY = frozenset({1004, 1005, 1006, 1015})
+_NORMAL = frozenset({CLOSE_NORMAL, CLOSE_GOING_AWAY})
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,7 +109,7 @@ def explain(
             incident_id=frame.get("incident_id"),
             frame_code=frame["code"],
         )
-    if close_code is None or close_code in _LOCAL_ONLY:
+    if close_code is None or close_code in LOCAL_ONLY_CODES:
         return Explanation(close_code, None, "Connection lost without a close status", (), True, None, None)
     component = _BY_WIRE[scheme].get(close_code)
     if component is not None:

@@ -16,6 +16,7 @@ __all__ = [
     "CLOSE_NORMAL",
     "CLOSE_NO_STATUS",
     "DEFAULT_PRIORITY",
+    "LOCAL_ONLY_CODES",
     "MAX_REASON_BYTES",
     "CodeScheme",
     "Component",
@@ -40,6 +41,10 @@ CLOSE_GOING_AWAY = 1001
 # RFC 6455 7.4.1: 1005 means "no status code was present"; it must not be sent.
 CLOSE_NO_STATUS = 1005
 CLOSE_INTERNAL_ERROR = 1011
+# RFC 6455 7.4.1: reserved (1004) or for an endpoint's own use only (1005 no status,
+# 1006 no close frame, 1015 TLS failure): a peer never sends them, so a client that
+# reports one learnt nothing from the server.
+LOCAL_ONLY_CODES = frozenset({1004, CLOSE_NO_STATUS, 1006, 1015})
 
 # RFC 6455 5.5: a control frame payload is at most 125 bytes, 2 of them the code.
 MAX_REASON_BYTES = 123

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hmac
 import json
+from http import HTTPStatus
 
 from ._types import Receive, Scope, Send
 from .health import HealthChecker
@@ -13,22 +14,25 @@ __all__ = ["serve_health"]
 
 
 def _authorised(scope: Scope, token: str) -> bool:
-    expected = f"Bearer {token}".encode()
     for name, value in scope.get("headers", ()):
         if name.lower() == b"authorization":
-            return hmac.compare_digest(value, expected)
+            scheme, _, credentials = value.partition(b" ")
+            # RFC 9110: the scheme is case-insensitive; the token is compared in constant time.
+            return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token.encode())
     return False
 
 
-async def _respond(send: Send, status: int, body: bytes, extra_headers: list[tuple[bytes, bytes]] = []) -> None:  # noqa: B006
+async def _respond(
+    send: Send, status: HTTPStatus, body: bytes, *, head: bool = False, extra: tuple[tuple[bytes, bytes], ...] = ()
+) -> None:
     headers = [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()),
         (b"cache-control", b"no-store"),
-        *extra_headers,
+        *extra,
     ]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
+    await send({"type": "http.response.start", "status": int(status), "headers": headers})
+    await send({"type": "http.response.body", "body": b"" if head else body})
 
 
 async def serve_health(
@@ -40,15 +44,20 @@ async def serve_health(
     methods other than GET and HEAD. The report's error texts follow
     ``expose_details``.
     """
-    if scope.get("method", "GET") not in ("GET", "HEAD"):
-        await _respond(send, 405, b'{"error":"method not allowed"}', [(b"allow", b"GET, HEAD")])
+    method = scope.get("method", "GET")
+    if method not in ("GET", "HEAD"):
+        body = b'{"error":"method not allowed"}'
+        await _respond(send, HTTPStatus.METHOD_NOT_ALLOWED, body, extra=((b"allow", b"GET, HEAD"),))
         return
+    head = method == "HEAD"
     if settings.health_token is not None and not _authorised(scope, settings.health_token.get_secret_value()):
-        await _respond(send, 401, b'{"error":"unauthorized"}', [(b"www-authenticate", b"Bearer")])
+        body = b'{"error":"unauthorized"}'
+        await _respond(send, HTTPStatus.UNAUTHORIZED, body, head=head, extra=((b"www-authenticate", b"Bearer"),))
         return
     report = await checker.check()
     body = json.dumps(
         report.to_dict(code_scheme=settings.code_scheme, expose_details=settings.expose_details),
         separators=(",", ":"),
     ).encode()
-    await _respond(send, 200 if report.healthy else 503, b"" if scope.get("method") == "HEAD" else body)
+    status = HTTPStatus.OK if report.healthy else HTTPStatus.SERVICE_UNAVAILABLE
+    await _respond(send, status, body, head=head)

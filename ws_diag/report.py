@@ -8,6 +8,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from .codes import DEFAULT_PRIORITY, CodeScheme, ComponentLike, frame_code
+from .redaction import redact_details
 
 __all__ = ["HealthReport", "ProbeResult", "ProbeStatus"]
 
@@ -86,6 +87,7 @@ class HealthReport:
                     "error": (r.error if expose_details else r.error_type) if not r.ok else None,
                     "error_code": frame_code(r.component, code_scheme) if not r.ok else None,
                     "latency_ms": round(r.latency_ms, 3),
+                    "details": redact_details(r.details) if expose_details else None,
                 }
                 for r in self.results
             },
