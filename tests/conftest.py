@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import platform
+import sys
 from collections.abc import Callable, Iterator
 from importlib.metadata import version
 from pathlib import Path
@@ -97,6 +98,9 @@ def pytest_runtest_logreport(report: pytest.TestReport) -> None:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Write the reliability table when asked to."""
     target = session.config.getoption("--reliability-report")
+    fuzz = sys.modules.get("test_fuzz")
+    if target and fuzz is not None:
+        reliability.record("fuzz", **dict(fuzz.FUZZ_STATS))
     if target:
         packages = ("hypercorn", "uvicorn", "websockets", "daphne", "hypothesis")
         reliability.write_report(Path(target), platform.python_version(), {p: version(p) for p in packages})

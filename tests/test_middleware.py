@@ -401,7 +401,7 @@ async def test_diagnosis_failure_on_close_keeps_the_apps_close() -> None:
 
 
 async def test_hanging_diagnosis_is_cut_at_the_deadline() -> None:
-    """A diagnosis that hangs is abandoned at probe_timeout and the plain close goes out."""
+    """A diagnosis that hangs is abandoned at its deadline; the client still gets a Generic frame and 1011."""
     exc = ValueError("app")
     middleware = wrap(raising(exc), probe_timeout=0.05)
 
@@ -412,6 +412,7 @@ async def test_hanging_diagnosis_is_cut_at_the_deadline() -> None:
     middleware.diagnoser.diagnose = hang  # type: ignore[method-assign]
     run = await asyncio.wait_for(drive(middleware), timeout=5)
     assert run.sent[-1]["code"] == 1011
+    assert frame_of(run)["component"] == "Generic Internal"
     assert run.error is exc
 
 

@@ -17,6 +17,7 @@ from ._types import Message, Scope, Send
 from .codes import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
+    Component,
     repair_close_code,
     strict_fallback_code,
     truncate_reason,
@@ -32,8 +33,10 @@ logger = logging.getLogger("ws_diag")
 
 _DENIAL_EXTENSION = "websocket.http.response"
 # The checker cuts its probes off at probe_timeout; the outer bound only guards
-# against a broken diagnoser, so it must not fire first.
-_DEADLINE_SLACK = 0.05
+# against a broken diagnoser, so it must not fire first, even on an event loop
+# saturated by a storm of failing sessions (measured: +50 ms was too little for
+# 1,000 sessions on uvicorn-wsproto).
+_DEADLINE_SLACK = 0.25
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,9 +77,11 @@ def repaired_close(message: Message) -> Message:
     if good_code == code and good_reason == reason:
         return message
     logger.warning(
-        "repaired an undeliverable close from the app: code %r -> %d",
+        "repaired an undeliverable close from the app: code %r -> %d, reason of %d characters -> %d",
         code,
         good_code,
+        len(reason) if isinstance(reason, str) else 0,
+        len(good_reason or ""),
         extra={"ws_diag_event": "repaired", "code": good_code},
     )
     return {**message, "code": good_code, "reason": good_reason or ""}
@@ -116,6 +121,11 @@ class Responder:
                 logger.debug("client already gone: %s", type(exc).__name__, extra={"ws_diag_event": "client_gone"})
                 return True
             messages = self._messages(scope, diagnosis, accepted)
+        except TimeoutError:
+            # Still tell the client something, with an incident id for the log.
+            logger.warning("diagnosis passed its deadline; reporting Generic", extra={"ws_diag_event": "deadline"})
+            diagnosis = Diagnosis.for_component(Component.GENERIC, "default", exc=exc)
+            messages = self._messages(scope, diagnosis, accepted)
         except Exception as err:
             _log_error("ws_diag could not diagnose; falling back to a plain close", err, "fallback")
             diagnosis = None
@@ -147,7 +157,9 @@ class Responder:
         try:
             async with asyncio.timeout(send_timeout):
                 while pending:
-                    sent = await self._send_one(send, pending[0])
+                    # A refusal of the very first message says nothing about close codes:
+                    # the client may simply be gone (uvicorn refuses with RuntimeError then).
+                    sent = await self._send_one(send, pending[0], retry=len(pending) < len(messages))
                     del pending[0]
                     if sent["type"] == "websocket.close":
                         sent_code = sent.get("code", CLOSE_NORMAL)
@@ -186,7 +198,7 @@ class Responder:
         code: int = sent.get("code", CLOSE_NORMAL)
         return code
 
-    async def _send_one(self, send: Send, message: Message) -> Message:
+    async def _send_one(self, send: Send, message: Message, *, retry: bool = True) -> Message:
         """Send ``message``; returns what was actually sent."""
         try:
             await send(message)
@@ -195,7 +207,8 @@ class Responder:
         except Exception:
             # A strict server (daphne) refuses registered close codes such as 1011:
             # retry once in the private range, where every server accepts it.
-            fallback = strict_fallback_code(message["code"]) if message["type"] == "websocket.close" else None
+            is_close = retry and message["type"] == "websocket.close"
+            fallback = strict_fallback_code(message["code"]) if is_close else None
             if fallback is None:
                 raise
             logger.info(
@@ -204,9 +217,9 @@ class Responder:
                 fallback,
                 extra={"ws_diag_event": "strict_fallback", "code": fallback},
             )
-            retry = {**message, "code": fallback}
-            await send(retry)
-            return retry
+            second = {**message, "code": fallback}
+            await send(second)
+            return second
         return message
 
     def _messages(self, scope: Scope, diagnosis: Diagnosis, accepted: bool) -> list[Message]:
