@@ -1,0 +1,1 @@
+"""ws_diag benchmarks: ``python -m benchmarks run`` (see benchmarks/README.md)."""
