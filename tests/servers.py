@@ -60,7 +60,7 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 def _bound_socket(host: str) -> socket.socket:
     """A TCP socket bound to an ephemeral port of ``host`` but not yet listening."""
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # so asyncio sets TCP_NODELAY
     try:
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, 0))

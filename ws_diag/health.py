@@ -188,7 +188,7 @@ class HealthChecker:
                 task.add_done_callback(functools.partial(self._straggler_done, name))
         results = tuple(self._result_of(probe, tasks.get(probe.name)) for probe in self.probes)
         report = HealthReport(results, checked_at, (time.perf_counter() - started) * 1000, generation)
-        if any(not r.ok for r in results):
+        if logger.isEnabledFor(logging.INFO) and any(not r.ok for r in results):
             logger.info("health check: %s", report.to_dict()["summary"], extra={"ws_diag_event": "health_check"})
         for hook in self.on_report:
             try:
