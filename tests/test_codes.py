@@ -35,8 +35,8 @@ def test_repair_always_yields_a_sendable_code() -> None:
 
 
 def test_repair_of_no_status_and_abnormal() -> None:
-    """1005 becomes a normal close, 1006 and 1004 become 1011."""
-    assert repair_close_code(1005) == 1000
+    """1004, 1005 and 1006 become 1011: a failure, never a normal closure."""
+    assert repair_close_code(1005) == 1011
     assert repair_close_code(1006) == 1011
     assert repair_close_code(1004) == 1011
     assert repair_close_code(999) == 1011

@@ -4,60 +4,22 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
-import jsonschema
 import pytest
-import websockets
+from clients import talk
 from servers import SERVER_KINDS, run_server
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import InvalidStatus
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
-from ws_diag.diagnosis import frame_schema
 from ws_diag.probes import CallableProbe, ProbeFailed
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("kind", SERVER_KINDS)]
 
 SECRET = "s3cret-in-the-exception"
-CLIENT_TIMEOUT = 10
-
-
-@dataclass
-class Session:
-    """What a real client saw."""
-
-    messages: list[str]
-    code: int | None
-    reason: str | None
-
-    @property
-    def frame(self) -> dict[str, Any]:
-        """The single diagnostic frame, checked against the schema."""
-        frames = [json.loads(m) for m in self.messages if m.startswith('{"type":"error"')]
-        assert len(frames) == 1, self.messages
-        jsonschema.validate(frames[0], frame_schema())
-        return frames[0]["error"]  # type: ignore[no-any-return]
-
-
-async def talk(url: str, outgoing: Iterable[str] = ("hello",)) -> Session:
-    """Connect, send ``outgoing``, read until the server closes."""
-    messages: list[str] = []
-    async with connect(url, open_timeout=CLIENT_TIMEOUT, close_timeout=CLIENT_TIMEOUT) as ws:
-        try:
-            for text in outgoing:
-                await ws.send(text)
-            while True:
-                message = await websockets.asyncio.client.ClientConnection.recv(ws)
-                messages.append(message if isinstance(message, str) else message.decode())
-        except ConnectionClosed:
-            pass
-        return Session(messages, ws.close_code, ws.close_reason)
 
 
 def raw_app(behaviour: Any) -> Any:
@@ -233,7 +195,7 @@ async def test_deliberate_preaccept_close_is_403(kind: str) -> None:
     assert info.value.response.status_code == 403
 
 
-@pytest.mark.parametrize(("sent", "seen"), [(1005, 1000), (1006, 1011), (999, 1011), (5000, 1011)])
+@pytest.mark.parametrize(("sent", "seen"), [(1004, 1011), (1005, 1011), (1006, 1011), (999, 1011), (5000, 1011)])
 async def test_undeliverable_app_codes_are_repaired(kind: str, sent: int, seen: int) -> None:
     """Codes a server cannot deliver are repaired instead of becoming 1006 or a dropped connection."""
 

@@ -13,19 +13,14 @@ import re
 import subprocess
 import sys
 import threading
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
-from typing import Any
 
-import jsonschema
 import pytest
+from clients import CLIENT_TIMEOUT, Session, talk
 from servers import SERVER_KINDS, run_server
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed, InvalidStatus
-
-from ws_diag.diagnosis import frame_schema
+from websockets.exceptions import InvalidStatus
 
 ROOT = Path(__file__).resolve().parents[1]
 # examples/ is not part of the installed package: import it from the checkout.
@@ -35,44 +30,7 @@ if str(ROOT) not in sys.path:
 from examples import fastapi_app, quart_app, raw_asgi, starlette_app  # noqa: E402
 
 SECRET = "hunter2"  # planted in the examples' exception text; must never reach a client
-CLIENT_TIMEOUT = 10
 ASGI_EXAMPLES = {"raw": raw_asgi, "starlette": starlette_app, "fastapi": fastapi_app, "quart": quart_app}
-
-
-@dataclass
-class Session:
-    """What a real client saw."""
-
-    messages: list[str]
-    code: int | None
-    reason: str | None
-
-    @property
-    def frame(self) -> dict[str, Any]:
-        """The single diagnostic frame, checked against the schema."""
-        frames = [json.loads(m) for m in self.messages if m.startswith('{"type":"error"')]
-        assert len(frames) == 1, self.messages
-        jsonschema.validate(frames[0], frame_schema())
-        return frames[0]["error"]  # type: ignore[no-any-return]
-
-
-async def talk(url: str, outgoing: Iterable[str] = ("hello",)) -> Session:
-    """Connect, send ``outgoing``, read until the server closes (all within CLIENT_TIMEOUT).
-
-    A session that fails before accept is closed by the server right after the
-    handshake, so send nothing to it (``outgoing=()``): a send could meet the close first.
-    """
-    messages: list[str] = []
-    async with asyncio.timeout(CLIENT_TIMEOUT), connect(url) as ws:
-        try:
-            for text in outgoing:
-                await ws.send(text)
-            while True:
-                message = await ws.recv()
-                messages.append(message if isinstance(message, str) else message.decode())
-        except ConnectionClosed:
-            pass
-        return Session(messages, ws.close_code, ws.close_reason)
 
 
 def assert_database_failure(session: Session) -> None:

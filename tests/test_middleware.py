@@ -274,14 +274,42 @@ async def test_valid_app_close_passes_unchanged(code: int) -> None:
 
 
 async def test_undeliverable_app_codes_are_repaired() -> None:
-    """1005 becomes 1000; 1006 and other invalid codes become a diagnosed 1011."""
-    run = await drive(wrap(closing(1005)))
-    assert run.close == {"type": "websocket.close", "code": 1000, "reason": ""}
-    for code in (1004, 1006, 1015, 999, 5000):
+    """1004-1006 and other undeliverable codes become a diagnosed 1011, never a normal closure."""
+    for code in (1004, 1005, 1006, 1015, 999, 5000):
         run = await drive(wrap(closing(code)))
         assert run.close is not None
         assert run.close["code"] == 1011
         assert frame_of(run)["component"] == "Generic Internal"
+
+
+@pytest.mark.parametrize("code", [1004, 1005, 1006])
+async def test_seed_codes_are_failures_whatever_rewrite_codes_say(code: int) -> None:
+    """An app's 1004/1005/1006 is diagnosed even when rewrite_codes names no code."""
+    run = await drive(wrap(closing(code), rewrite_codes=[]))
+    assert run.close is not None
+    assert run.close["code"] == 1011
+    assert frame_of(run)["component"] == "Generic Internal"
+
+
+@pytest.mark.parametrize(
+    ("code", "component", "wire"),
+    [(1004, "Message Handler", 4004), (1005, "Database", 4005), (1006, "Dependencies", 4006)],
+)
+async def test_legacy_scheme_reads_seed_codes_as_components(code: int, component: str, wire: int) -> None:
+    """In the legacy scheme an app's 1004/1005/1006 names Handler/Database/Dependency: frame legacy, wire private."""
+    run = await drive(wrap(closing(code, "db pool closed"), code_scheme="legacy"))
+    assert run.close is not None
+    assert run.close["code"] == wire
+    frame = frame_of(run)
+    assert (frame["component"], frame["code"], frame["message"]) == (component, code, "db pool closed")
+
+
+@pytest.mark.parametrize("code", [1002, 1003, 1007, 1008, 1009, 1010])
+async def test_deliverable_legacy_codes_pass_in_every_scheme(code: int) -> None:
+    """The deliverable legacy codes are the app's (1008 for validation errors): untouched in both schemes."""
+    for scheme in ("private", "legacy"):
+        run = await drive(wrap(closing(code, "bye"), code_scheme=scheme))
+        assert run.sent[-1] == {"type": "websocket.close", "code": code, "reason": "bye"}
 
 
 async def test_long_reason_is_cut() -> None:
@@ -373,7 +401,7 @@ async def test_server_refusal_does_not_replace_the_app_exception() -> None:
 
 
 class _BrokenClassifier(Classifier):
-    def classify(self, exc: BaseException) -> Any:
+    def classify_one(self, exc: BaseException) -> Any:
         raise ZeroDivisionError("classifier bug")
 
 

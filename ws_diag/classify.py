@@ -119,6 +119,20 @@ class Classifier:
                 return outcome
         return None
 
+    def component_of(self, exc: BaseException) -> ComponentLike | None:
+        """The component ``exc``, its causes or group members point at; ``None`` if none does.
+
+        Like :meth:`classify`, but a disconnect type met on the way is passed over:
+        whether *this* connection's client left is decided from its own evidence
+        (:func:`ws_diag.departure.client_left`), and another connection's departure
+        names no component.
+        """
+        for candidate in exception_chain(exc):
+            outcome = self.classify_one(candidate)
+            if outcome is not None and not isinstance(outcome, ClientGone):
+                return outcome
+        return None
+
     def classify_one(self, exc: BaseException) -> Outcome | None:
         """The outcome for ``exc`` itself, ignoring its causes and group members."""
         return self._lookup(exc)

@@ -23,8 +23,10 @@ __all__ = [
     "ComponentLike",
     "CustomComponent",
     "frame_code",
+    "is_failure_close_code",
     "is_sendable_close_code",
     "repair_close_code",
+    "seed_component",
     "strict_fallback_code",
     "truncate_reason",
     "validate_components",
@@ -84,16 +86,23 @@ def strict_fallback_code(code: int) -> int | None:
 def repair_close_code(code: int) -> int:
     """Return a deliverable close code for one an app asked for.
 
-    A sendable code is returned unchanged. 1005 ("no status") becomes 1000,
-    which is what hypercorn and uvicorn-wsproto already do with it; every other
-    undeliverable code (1004, 1006, 1015, < 1000, 1016-2999, >= 5000) becomes
-    1011, an unexpected condition, instead of a dropped connection.
+    A sendable code is returned unchanged; every undeliverable one (1004-1006,
+    1015, < 1000, 1016-2999, >= 5000) becomes 1011, an unexpected condition,
+    instead of a dropped connection (uvicorn-websockets) or the normal closure
+    hypercorn and uvicorn-wsproto make of 1005 and 1006, which would hide a failure.
     """
-    if is_sendable_close_code(code):
-        return code
-    if code == CLOSE_NO_STATUS:
-        return CLOSE_NORMAL
-    return CLOSE_INTERNAL_ERROR
+    return code if is_sendable_close_code(code) else CLOSE_INTERNAL_ERROR
+
+
+# The seed numbering used 1004, 1005 and 1006 for Handler, Database and Dependency
+# failures. RFC 6455 7.4.1 forbids them on the wire, so an app that closes with one
+# means a failure: never a normal closure (see seed_component for the legacy scheme).
+_SEED_FAILURE_CODES = frozenset({1004, CLOSE_NO_STATUS, 1006})
+
+
+def is_failure_close_code(code: object) -> bool:
+    """Whether an app's close ``code`` always means a failure (1004, 1005, 1006), whatever the settings."""
+    return isinstance(code, int) and code in _SEED_FAILURE_CODES
 
 
 def truncate_reason(reason: str) -> str:
@@ -361,6 +370,24 @@ def validate_components(components: Iterable[ComponentLike]) -> tuple[ComponentL
         seen_keys.add(component.key)
         result.append(component)
     return tuple(result)
+
+
+_SEED_COMPONENTS: dict[int, Component] = {
+    member.legacy_code: member for member in Component if member.legacy_code in _SEED_FAILURE_CODES
+}
+
+
+def seed_component(code: object, scheme: CodeScheme) -> Component | None:
+    """The component an app's close ``code`` names by itself, or ``None``.
+
+    Only in the ``legacy`` scheme, and only for the seed's undeliverable codes:
+    1004 Message Handler, 1005 Database, 1006 Dependencies. The deliverable legacy
+    codes (1002, 1003, 1007-1010) are left alone in every scheme: frameworks send
+    1008 (policy violation) and 1003 for their own reasons.
+    """
+    if scheme != "legacy" or not isinstance(code, int):
+        return None
+    return _SEED_COMPONENTS.get(code)
 
 
 def frame_code(component: ComponentLike, scheme: CodeScheme) -> int:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from .classify import CLIENT_GONE, Classifier, exception_chain
+from .classify import Classifier, exception_chain
 from .codes import DEFAULT_PRIORITY, Component
 from .diagnosis import Diagnosis
 from .errors import WebSocketComponentError
@@ -37,23 +37,20 @@ class Diagnoser:
         self.checker = checker if checker is not None and checker.probes else None
         self.priority = tuple(priority)
 
-    async def diagnose(self, exc: BaseException | None) -> Diagnosis | None:
-        """Diagnose ``exc`` (``None`` when the app closed with a rewrite code).
+    async def diagnose(self, exc: BaseException | None) -> Diagnosis:
+        """Diagnose ``exc``: what the app raised, or was handling when it closed with a failure code.
 
-        Returns ``None`` when the exception means the client went away: there is
-        nobody to tell.
+        Whether the client left is decided before, from the connection's own
+        evidence (:func:`ws_diag.departure.client_left`): a disconnect type met in
+        the chain here is another connection's departure and names no component.
         """
         if exc is not None:
-            if self.classifier.classify_one(exc) is CLIENT_GONE:
-                return None  # the client left, whatever the exception's causes say
             for candidate in exception_chain(exc):
                 if isinstance(candidate, WebSocketComponentError):
                     return Diagnosis.from_component_error(candidate)
-            outcome = self.classifier.classify(exc)
-            if outcome is CLIENT_GONE:
-                return None
-            if outcome is not None:
-                return Diagnosis.for_component(outcome, "exception", exc=exc)
+            component = self.classifier.component_of(exc)
+            if component is not None:
+                return Diagnosis.for_component(component, "exception", exc=exc)
         if self.checker is not None:
             report = await self.checker.check()
             culprit = report.culprit(self.priority)

@@ -4,29 +4,45 @@ The message path costs one dict lookup per ``send``: the send wrapper is a
 plain function that hands ``websocket.send`` straight to the server and routes
 everything else (accept, close, the HTTP denial) to ``_on_control``. ``receive``
 is passed through untouched unless ``track_disconnect`` is set. A connection
-costs one three-slot state object and one closure (measured: about 0.8 KB).
+costs one small state object (:class:`~ws_diag.lifecycle.Connection`) and one
+closure; integrations follow it through lifecycle events, never per message.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TypeVar
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .classify import Classifier
-from .codes import CLOSE_NORMAL, ComponentLike, validate_components
+from .codes import CLOSE_NORMAL, ComponentLike, is_failure_close_code, validate_components
+from .departure import client_left
 from .diagnoser import Diagnoser
 from .endpoint import serve_health
 from .health import HealthChecker, HealthReport
+from .lifecycle import Connection, ConnectionListener, Lifecycle
 from .probes import Probe, probes_from_settings
-from .responder import DiagnosisHook, Responder, repaired_close, repaired_code
+from .responder import (
+    DiagnosisHook,
+    Intervention,
+    Responder,
+    log_own_error,
+    repaired_close,
+    repaired_code,
+    send_close,
+)
 from .settings import DiagSettings
 
-__all__ = ["DiagnosticsMiddleware"]
+__all__ = ["SCOPE_KEY", "DiagnosticsMiddleware"]
 
 logger = logging.getLogger("ws_diag")
 
+# The scope key under which the outermost ws_diag layer leaves its Connection. Inner
+# layers (a second wrap, add_middleware plus an explicit wrap) see it and stay
+# transparent: exactly one layer intervenes per connection.
+SCOPE_KEY = "ws_diag.connection"
 
 _Hook = TypeVar("_Hook", bound=Callable[..., object])
 ReportHook = Callable[[HealthReport], object]
@@ -36,18 +52,7 @@ def _as_tuple(hooks: _Hook | Iterable[_Hook]) -> tuple[_Hook, ...]:
     return (hooks,) if callable(hooks) else tuple(hooks)
 
 
-class _Connection:
-    """One websocket's state: what the app has done, and whether the client is known gone."""
-
-    __slots__ = ("accepted", "finished", "gone")
-
-    def __init__(self) -> None:
-        self.accepted = False
-        self.finished = False  # a close or an HTTP response went out: nothing more of ours may follow
-        self.gone = False
-
-
-def _tracking(receive: Receive, state: _Connection) -> Receive:
+def _tracking(receive: Receive, state: Connection) -> Receive:
     """``receive``, noting ``websocket.disconnect`` (track_disconnect: costs ~110 ns per message)."""
 
     async def tracking_receive() -> Message:
@@ -71,6 +76,8 @@ class DiagnosticsMiddleware:
         on_diagnosis: callables given a :class:`~ws_diag.DiagnosisEvent` after each
             intervention (metrics, Sentry, tracing); a hook that raises is logged and ignored.
         on_health_report: callables given each new health report (probe metrics).
+        listeners: :class:`~ws_diag.lifecycle.ConnectionListener` objects that follow every
+            connection's events (opened, accepted, diagnosed, client_gone, closed).
     """
 
     def __init__(
@@ -84,6 +91,7 @@ class DiagnosticsMiddleware:
         components: Iterable[ComponentLike] = (),
         on_diagnosis: DiagnosisHook | Iterable[DiagnosisHook] = (),
         on_health_report: ReportHook | Iterable[ReportHook] = (),
+        listeners: Iterable[ConnectionListener] = (),
     ) -> None:
         self.app = app
         self.settings = settings = settings if settings is not None else DiagSettings()
@@ -102,7 +110,9 @@ class DiagnosticsMiddleware:
             raise ValueError(msg)
         self.checker = checker
         self.diagnoser = Diagnoser(self.classifier, checker, settings.probe_priority)
-        self.responder = Responder(settings, self.diagnoser, _as_tuple(on_diagnosis))
+        self.responder = Responder(settings, self.diagnoser)
+        self.lifecycle = Lifecycle.build(listeners, _as_tuple(on_diagnosis), settings.send_timeout)
+        self._events = bool(self.lifecycle.listeners)
         self._health_path = settings.health_path
         self._rewrite_codes = settings.rewrite_codes
         self._passthrough_preaccept = settings.preaccept == "passthrough"
@@ -112,14 +122,14 @@ class DiagnosticsMiddleware:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if self._refresh:
             self.checker.start()  # cheap when running; follows the app into a new event loop
-        if scope["type"] != "websocket":
+        if scope["type"] != "websocket" or SCOPE_KEY in scope:
             if self._health_path is not None and scope["type"] == "http" and scope.get("path") == self._health_path:
                 await serve_health(scope, receive, send, self.checker, self.settings)
                 return
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send)  # not a websocket, or an outer ws_diag layer watches it
             return
         # A connection costs one small state object and one closure: the send wrapper.
-        state = _Connection()
+        state = scope[SCOPE_KEY] = Connection(scope)
         logger.debug(
             "websocket connect: path=%s client=%s",
             scope.get("path"),
@@ -132,57 +142,133 @@ class DiagnosticsMiddleware:
             # The message path: one dict lookup, then the server's own send.
             if message["type"] == "websocket.send":
                 return send(message)
-            return on_control(state, scope, send, message)
+            return on_control(state, send, message)
 
+        if self._events:
+            self.lifecycle.opened(state)
         try:
             await self.app(scope, _tracking(receive, state) if self._track else receive, wrapped_send)
         except Exception as exc:
-            if state.finished or state.gone or (not state.accepted and self._passthrough_preaccept):
-                raise
-            logger.info(
-                "websocket failure intercepted: app raised %s",
-                type(exc).__name__,
-                extra={"ws_diag_event": "intercepted", "path": scope.get("path"), "exception": type(exc).__name__},
-            )
-            state.finished = True
-            await self.responder.intervene(scope, send, exc, None, state.accepted)
+            await self._on_exception(state, send, exc)
             raise
+        else:
+            if state.outcome == "open":
+                state.outcome = "normal"
+        finally:
+            if self._events:
+                self.lifecycle.closed(state)
 
-    async def _on_control(self, state: _Connection, scope: Scope, send: Send, message: Message) -> None:
+    async def _on_exception(self, state: Connection, send: Send, exc: Exception) -> None:
+        """The app raised: diagnose and tell the client, unless it left or ws_diag must stand back."""
+        if state.finished or state.gone or (not state.accepted and self._passthrough_preaccept):
+            if state.outcome == "open":
+                state.outcome = "error"
+            return
+        if self._client_left(state, send, exc):
+            return
+        logger.debug(
+            "websocket failure intercepted: app raised %s",
+            type(exc).__name__,
+            extra={"ws_diag_event": "intercepted", "path": state.scope.get("path"), "exception": type(exc).__name__},
+        )
+        state.finished = True
+        await self._settle(state, await self.responder.intervene(state.scope, send, exc, None, state.accepted))
+
+    async def _on_control(self, state: Connection, send: Send, message: Message) -> None:
         """Every message but ``websocket.send``: accept, close, the HTTP denial, odd ones."""
         kind = message["type"]
         if kind == "websocket.close" and not state.finished:
             state.finished = True
-            if not state.gone and self._should_rewrite(message, state.accepted):
-                logger.info(
-                    "websocket failure intercepted: app closed with %s",
-                    message.get("code"),
-                    extra={"ws_diag_event": "intercepted", "path": scope.get("path"), "code": message.get("code")},
-                )
-                state.gone = await self.responder.intervene(scope, send, None, message, state.accepted)
-                return
+            if self._is_failure(message, state.accepted):
+                # The exception the app is handling, if any: ``except DbError: await ws.close(1011)``.
+                handled = sys.exception()
+                if not (handled is not None and self._client_left(state, send, handled)):
+                    self._log_intercepted_close(state, message)
+                    intervention = await self.responder.intervene(state.scope, send, handled, message, state.accepted)
+                    await self._settle(state, intervention)
+                    if intervention.app_close is None:
+                        return
             if state.accepted:
                 message = repaired_close(message)
+                await self._send_app_close(state, send, message)
+                return
         try:
             await send(message)  # odd sequences are the server's to judge
         except OSError:
-            state.gone = True  # the client left: nothing of ours may follow
+            self._mark_gone(state)  # the client left: nothing of ours may follow
             raise
         if kind == "websocket.accept":
             state.accepted = True
             logger.debug(
                 "websocket accepted: path=%s",
-                scope.get("path"),
-                extra={"ws_diag_event": "accept", "path": scope.get("path")},
+                state.scope.get("path"),
+                extra={"ws_diag_event": "accept", "path": state.scope.get("path")},
             )
+            if self._events:
+                self.lifecycle.accepted(state)
         elif kind == "websocket.http.response.start":
             state.finished = True
 
-    def _should_rewrite(self, close: Message, accepted: bool) -> bool:
+    async def _send_app_close(self, state: Connection, send: Send, message: Message) -> None:
+        """The app's own close after accept, retried in the private range where a strict server refuses it.
+
+        Once the client is known gone a refusal says nothing about the code: no retry.
+        """
+        try:
+            await (send(message) if state.gone else send_close(send, message))
+        except OSError:
+            self._mark_gone(state)
+            raise
+
+    def _client_left(self, state: Connection, send: Send, exc: BaseException) -> bool:
+        """Decide from this connection's own evidence whether ``exc`` means its client left."""
+        try:
+            left = client_left(exc, send, self.classifier, accepted=state.accepted)
+        except Exception as err:  # a broken classifier rule: diagnose rather than lose the failure
+            log_own_error("ws_diag could not tell whether the client left", err, "fallback")
+            return False
+        if not left:
+            return False
+        logger.debug(
+            "client gone: %s",
+            type(exc).__name__,
+            extra={"ws_diag_event": "client_gone", "path": state.scope.get("path")},
+        )
+        self._mark_gone(state)
+        return True
+
+    def _mark_gone(self, state: Connection) -> None:
+        if not state.gone:
+            state.gone = True
+            if state.outcome in ("open", "error"):
+                state.outcome = "client_gone"
+            if self._events:
+                self.lifecycle.client_gone(state)
+
+    async def _settle(self, state: Connection, intervention: Intervention) -> None:
+        """Record what an intervention came to, and tell the listeners."""
+        event = intervention.event
+        if intervention.gone:
+            self._mark_gone(state)
+        if event is not None:
+            state.outcome = "diagnosed"
+            state.incident_id = event.diagnosis.incident_id
+            if self._events:
+                await self.lifecycle.diagnosed(state, event)
+
+    def _log_intercepted_close(self, state: Connection, message: Message) -> None:
+        logger.debug(
+            "websocket failure intercepted: app closed with %s",
+            message.get("code"),
+            extra={"ws_diag_event": "intercepted", "path": state.scope.get("path"), "code": message.get("code")},
+        )
+
+    def _is_failure(self, close: Message, accepted: bool) -> bool:
+        """Whether the app's close reports a failure ws_diag diagnoses."""
         if not accepted and self._passthrough_preaccept:
             return False
         code = close.get("code", CLOSE_NORMAL)
-        if isinstance(code, int) and code in self._rewrite_codes:
+        if is_failure_close_code(code) or (isinstance(code, int) and code in self._rewrite_codes):
             return True
         # After accept a code that cannot be delivered counts as the code it is repaired to.
         return accepted and repaired_code(code) in self._rewrite_codes

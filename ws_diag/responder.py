@@ -1,4 +1,4 @@
-"""After a failure: diagnose within the deadline, deliver frame and close, notify hooks.
+"""After a failure: diagnose within the deadline, then deliver frame and close.
 
 Nothing here runs on the message path.
 """
@@ -7,10 +7,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import inspect
+import enum
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from ._types import Message, Scope, Send
@@ -19,6 +19,7 @@ from .codes import (
     CLOSE_NORMAL,
     Component,
     repair_close_code,
+    seed_component,
     strict_fallback_code,
     truncate_reason,
     wire_code,
@@ -27,7 +28,16 @@ from .diagnoser import Diagnoser
 from .diagnosis import Diagnosis, close_reason, frame_json
 from .settings import DiagSettings
 
-__all__ = ["DiagnosisEvent", "DiagnosisHook", "Responder", "repaired_close", "repaired_code"]
+__all__ = [
+    "DiagnosisEvent",
+    "DiagnosisHook",
+    "Intervention",
+    "Responder",
+    "log_own_error",
+    "repaired_close",
+    "repaired_code",
+    "send_close",
+]
 
 logger = logging.getLogger("ws_diag")
 
@@ -87,39 +97,55 @@ def repaired_close(message: Message) -> Message:
     return {**message, "code": good_code, "reason": good_reason or ""}
 
 
+@dataclass(frozen=True, slots=True)
+class Intervention:
+    """What an intervention came to.
+
+    ``event`` is ``None`` when nothing was diagnosed for anybody: the client was
+    gone before ws_diag's first message (the server refused it), or diagnosing
+    failed. ``app_close`` is the app's own close, still to be handed to the server
+    unchanged by the caller, outside ws_diag's error handling, so that whatever the
+    server answers reaches the app exactly as it would without ws_diag.
+    """
+
+    event: DiagnosisEvent | None
+    gone: bool
+    app_close: Message | None = None
+
+
 class Responder:
     """Diagnoses a failure and tells the client, bounded in time, never raising.
 
     Args:
         settings: deadlines, code scheme, exposure and pre-accept mode.
         diagnoser: decides the component.
-        hooks: called with a :class:`DiagnosisEvent` after each intervention;
-            a hook that raises is logged and ignored.
     """
 
-    def __init__(self, settings: DiagSettings, diagnoser: Diagnoser, hooks: Iterable[DiagnosisHook] = ()) -> None:
+    def __init__(self, settings: DiagSettings, diagnoser: Diagnoser) -> None:
         self.settings = settings
         self.diagnoser = diagnoser
-        self.hooks = tuple(hooks)
         checker_timeout = diagnoser.checker.timeout if diagnoser.checker is not None else 0.0
         self._deadline = max(settings.probe_timeout, checker_timeout) + _DEADLINE_SLACK
 
     async def intervene(
         self, scope: Scope, send: Send, exc: BaseException | None, app_close: Message | None, accepted: bool
-    ) -> bool:
-        """Diagnose within the deadline, then deliver. Returns whether the client is known gone.
+    ) -> Intervention:
+        """Diagnose within the deadline, then deliver frame and close within ``send_timeout``.
 
-        Never raises but for cancellation, and for the server's own answer to the
-        app's own close when the server refused ws_diag's messages.
+        Args:
+            exc: what the app raised, or the exception it was handling when it sent ``app_close``.
+            app_close: the app's own close, when that is what is being diagnosed.
+            accepted: whether the app had accepted the websocket.
+
+        Never raises but for cancellation: a server refusing ws_diag's first message
+        means the client is gone (RuntimeError on uvicorn's legacy websockets, an
+        ``OSError`` elsewhere), logged at DEBUG.
         """
         started = time.perf_counter()
         diagnosis: Diagnosis | None = None
         try:
             async with asyncio.timeout(self._deadline):
-                diagnosis = await self.diagnoser.diagnose(exc)
-            if diagnosis is None:
-                logger.debug("client already gone: %s", type(exc).__name__, extra={"ws_diag_event": "client_gone"})
-                return True
+                diagnosis = await self._diagnose(exc, app_close)
             messages = self._messages(scope, diagnosis, accepted)
         except TimeoutError:
             # Still tell the client something, with an incident id for the log.
@@ -127,42 +153,68 @@ class Responder:
             diagnosis = Diagnosis.for_component(Component.GENERIC, "default", exc=exc)
             messages = self._messages(scope, diagnosis, accepted)
         except Exception as err:
-            _log_error("ws_diag could not diagnose; falling back to a plain close", err, "fallback")
-            diagnosis = None
-            messages = _fallback_messages(app_close, accepted)
-        code, status = _outcome(messages)
+            log_own_error("ws_diag could not diagnose; falling back to a plain close", err, "fallback")
+            if app_close is not None:
+                return Intervention(None, gone=False, app_close=app_close)
+            diagnosis, messages = None, _fallback_messages(accepted)
         took_ms = (time.perf_counter() - started) * 1000
-        if diagnosis is not None:
-            _log_diagnosis(diagnosis, code if status is None else status, took_ms, scope)
-        delivered, gone, sent_code = await self._deliver(send, messages, app_close, accepted)
-        code = sent_code if sent_code is not None else code
+        outcome, sent = await self._deliver(send, messages)
+        if outcome is _Delivery.GONE:
+            logger.debug(
+                "client gone: the server refused ws_diag's first message", extra={"ws_diag_event": "client_gone"}
+            )
+            return Intervention(None, gone=True, app_close=app_close)
+        code, status = _outcome(messages)
+        delivered = outcome is _Delivery.DELIVERED
+        if sent is not None and sent["type"] == "websocket.close":
+            code = sent.get("code", CLOSE_NORMAL)
+        if diagnosis is None:
+            return Intervention(None, gone=False)
+        _log_diagnosis(diagnosis, code if status is None else status, took_ms, scope)
         if delivered:
             logger.debug(
                 "close sent: code=%s",
                 code,
-                extra={"ws_diag_event": "close_sent", "code": code, "incident_id": _incident(diagnosis)},
+                extra={"ws_diag_event": "close_sent", "code": code, "incident_id": diagnosis.incident_id},
             )
-        if diagnosis is not None and self.hooks:
-            event = DiagnosisEvent(diagnosis, code, status, delivered, took_ms, scope.get("path"), exc)
-            await self._notify(event)
-        return gone
+        event = DiagnosisEvent(diagnosis, code, status, delivered, took_ms, scope.get("path"), exc)
+        return Intervention(event, gone=outcome is _Delivery.LATE_GONE)
 
-    async def _deliver(
-        self, send: Send, messages: list[Message], app_close: Message | None, accepted: bool
-    ) -> tuple[bool, bool, int | None]:
-        """Send ``messages`` within send_timeout. Returns (delivered, client gone, close code sent)."""
+    async def _diagnose(self, exc: BaseException | None, app_close: Message | None) -> Diagnosis:
+        """The component; for an app's close, its seed code (legacy scheme) or what it was handling."""
+        component = seed_component(app_close.get("code"), self.settings.code_scheme) if app_close else None
+        if component is not None:
+            diagnosis = Diagnosis.for_component(component, "error", exc=exc)
+        else:
+            diagnosis = await self.diagnoser.diagnose(exc)
+        reason = app_close.get("reason") if app_close else None
+        if isinstance(reason, str) and reason.strip():
+            # The app wrote its close reason for the client: client-safe by the same
+            # rule as WebSocketComponentError.message.
+            diagnosis = dataclasses.replace(diagnosis, message=reason)
+        return diagnosis
+
+    async def _deliver(self, send: Send, messages: list[Message]) -> tuple[_Delivery, Message | None]:
+        """Send ``messages`` within send_timeout; returns how it went and the last message sent.
+
+        GONE: the server refused the first message; LATE_GONE: a later one; SLOW: the
+        client did not take them in time (the close then gets a last-resort budget of
+        its own). The last message sent is the close as actually sent (a strict server
+        may have had it in the private range).
+        """
         send_timeout = self.settings.send_timeout
-        sent_code = None
         pending = list(messages)
+        sent: Message | None = None
         try:
             async with asyncio.timeout(send_timeout):
                 while pending:
-                    # A refusal of the very first message says nothing about close codes:
-                    # the client may simply be gone (uvicorn refuses with RuntimeError then).
-                    sent = await self._send_one(send, pending[0], retry=len(pending) < len(messages))
+                    try:
+                        sent = await send_close(send, pending[0])
+                    except Exception:
+                        if sent is None:
+                            return _Delivery.GONE, None
+                        raise
                     del pending[0]
-                    if sent["type"] == "websocket.close":
-                        sent_code = sent.get("code", CLOSE_NORMAL)
         except TimeoutError:
             logger.warning(
                 "client too slow: frame and close not delivered within %ss",
@@ -172,55 +224,23 @@ class Responder:
             # The close must still go out, with a budget of its own: without it uvicorn
             # drops the connection (1006) and an app waiting for the disconnect never finishes.
             close = next((m for m in pending if m["type"] == "websocket.close"), None)
-            return False, False, await self._last_resort(send, close) if close is not None else None
-        except OSError:
+            if close is not None:
+                sent = await self._last_resort(send, close)
+            return _Delivery.SLOW, sent
+        except Exception:
+            # The first message went, a later one did not: the connection ended in between.
             logger.debug("client gone before the close was delivered", extra={"ws_diag_event": "client_gone"})
-            return False, True, None
-        except Exception as err:
-            # Server state machines differ; whatever this server refused, the app's
-            # own exception (or its own close, sent below) is what must surface.
-            _log_error("the server refused ws_diag's messages", err, "refused")
-            if app_close is not None:
-                async with asyncio.timeout(send_timeout):
-                    await send(repaired_close(app_close) if accepted else app_close)
-        else:
-            return bool(messages), False, sent_code
-        return False, False, None
+            return _Delivery.LATE_GONE, sent
+        return _Delivery.DELIVERED, sent
 
-    async def _last_resort(self, send: Send, close: Message) -> int | None:
-        """One more bounded attempt at a close; returns the code sent, if it went."""
+    async def _last_resort(self, send: Send, close: Message) -> Message | None:
+        """One more bounded attempt at a close; returns it as sent, if it went."""
         try:
             async with asyncio.timeout(self.settings.send_timeout):
-                sent = await self._send_one(send, close)
+                return await send_close(send, close)
         except Exception:
             logger.warning("the close could not be delivered either", extra={"ws_diag_event": "send_timeout"})
             return None
-        code: int = sent.get("code", CLOSE_NORMAL)
-        return code
-
-    async def _send_one(self, send: Send, message: Message, *, retry: bool = True) -> Message:
-        """Send ``message``; returns what was actually sent."""
-        try:
-            await send(message)
-        except OSError:
-            raise
-        except Exception:
-            # A strict server (daphne) refuses registered close codes such as 1011:
-            # retry once in the private range, where every server accepts it.
-            is_close = retry and message["type"] == "websocket.close"
-            fallback = strict_fallback_code(message["code"]) if is_close else None
-            if fallback is None:
-                raise
-            logger.info(
-                "server refused close code %s; closing with %s instead",
-                message["code"],
-                fallback,
-                extra={"ws_diag_event": "strict_fallback", "code": fallback},
-            )
-            second = {**message, "code": fallback}
-            await send(second)
-            return second
-        return message
 
     def _messages(self, scope: Scope, diagnosis: Diagnosis, accepted: bool) -> list[Message]:
         settings = self.settings
@@ -248,26 +268,61 @@ class Responder:
         frame = {"type": "websocket.send", "text": text}
         return [frame, close] if accepted else [{"type": "websocket.accept"}, frame, close]
 
-    async def _notify(self, event: DiagnosisEvent) -> None:
-        for hook in self.hooks:
-            try:
-                result = hook(event)
-                if inspect.isawaitable(result):
-                    async with asyncio.timeout(self.settings.send_timeout):
-                        await result
-            except Exception as err:
-                _log_error(f"on_diagnosis hook {hook!r} failed", err, "hook_failed")
+
+class _Delivery(enum.Enum):
+    DELIVERED = "delivered"
+    SLOW = "slow"
+    GONE = "gone"
+    LATE_GONE = "late-gone"
 
 
-def _log_error(message: str, err: BaseException, event: str) -> None:
+async def send_close(send: Send, message: Message) -> Message:
+    """Send ``message``; a close a strict server refuses is retried once as code + 3000.
+
+    Some servers accept only 1000 and 3000-4999 from an app (daphne, through
+    autobahn's ``sendClose``, raises from ``send``; see ``codes.strict_fallback_code``).
+    Returns the message actually sent. When the retry is refused too, the first
+    refusal is raised, outside any handler of ws_diag's, so its ``__context__`` is
+    what the app was handling, exactly as without ws_diag.
+    """
+    code = message.get("code", CLOSE_NORMAL) if message["type"] == "websocket.close" else None
+    fallback = strict_fallback_code(code) if isinstance(code, int) else None
+    refusal: Exception | None = None
+    try:
+        await send(message)
+    except OSError:
+        raise
+    except Exception as err:
+        if fallback is None:
+            raise
+        refusal = err
+    if refusal is None:
+        return message
+    second = {**message, "code": fallback}
+    try:
+        await send(second)
+    except Exception:
+        retried = False
+    else:
+        retried = True
+    if not retried:
+        raise refusal
+    logger.info(
+        "server refused close code %s; closed with %s instead",
+        code,
+        fallback,
+        extra={"ws_diag_event": "strict_fallback", "code": fallback},
+    )
+    return second
+
+
+def log_own_error(message: str, err: BaseException, event: str) -> None:
     """Log ws_diag's own error with its traceback, but not the app's exception it was raised under."""
     err.__suppress_context__ = True
     logger.error(message, exc_info=err, extra={"ws_diag_event": event})
 
 
-def _fallback_messages(app_close: Message | None, accepted: bool) -> list[Message]:
-    if app_close is not None:
-        return [repaired_close(app_close) if accepted else app_close]
+def _fallback_messages(accepted: bool) -> list[Message]:
     if accepted:
         return [{"type": "websocket.close", "code": CLOSE_INTERNAL_ERROR, "reason": ""}]
     return []  # the exception goes on to the server, which answers HTTP 500
@@ -281,10 +336,6 @@ def _outcome(messages: list[Message]) -> tuple[int | None, int | None]:
         if message["type"] == "websocket.http.response.start":
             return None, message["status"]
     return None, None
-
-
-def _incident(diagnosis: Diagnosis | None) -> str | None:
-    return diagnosis.incident_id if diagnosis is not None else None
 
 
 def _log_diagnosis(diagnosis: Diagnosis, code: int | None, took_ms: float, scope: Scope) -> None:

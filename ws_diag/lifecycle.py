@@ -1,0 +1,179 @@
+"""A connection's life as a few named events, for integrations to follow.
+
+The middleware raises each event at most once per connection (``diagnosed``
+at most once too: exactly one layer intervenes):
+
+========== ====================================================================
+opened     a websocket scope arrived (before the app runs)
+accepted   the app's ``websocket.accept`` went to the server
+diagnosed  ws_diag told the client which component failed (a
+           :class:`~ws_diag.DiagnosisEvent`)
+client_gone this connection's own evidence says its client left
+closed     the app returned or raised; :attr:`Connection.outcome` says how it ended
+========== ====================================================================
+
+Metrics, tracing, error trackers and drain-on-shutdown subscribe by passing a
+:class:`ConnectionListener` to ``DiagnosticsMiddleware(listeners=[...])``; the
+message path never learns about them. Events cost per connection, never per
+message, and nothing at all without listeners.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import time
+from collections.abc import Callable, Iterable
+from typing import TYPE_CHECKING, Literal
+
+from ._types import Scope
+
+if TYPE_CHECKING:
+    from .responder import DiagnosisEvent
+
+__all__ = ["Connection", "ConnectionListener", "ConnectionOutcome", "Lifecycle"]
+
+logger = logging.getLogger("ws_diag")
+
+ConnectionOutcome = Literal["open", "normal", "diagnosed", "client_gone", "error"]
+
+
+class Connection:
+    """One websocket's state as ws_diag knows it; the object every event carries.
+
+    Attributes:
+        scope: the ASGI scope (read it, do not keep it past ``closed``).
+        accepted: the app's accept went out.
+        finished: a close or an HTTP response went out: nothing more of ws_diag's may follow.
+        gone: this connection's own evidence says the client left.
+        outcome: ``"open"`` until ``closed``; then ``"normal"`` (the app returned),
+            ``"diagnosed"`` (ws_diag intervened), ``"client_gone"`` or ``"error"``
+            (the app raised and ws_diag left it to the server: pre-accept passthrough,
+            or after its own close).
+        started: ``time.monotonic()`` when the scope arrived, seconds.
+        incident_id: the diagnosis's incident id, once diagnosed.
+    """
+
+    __slots__ = ("accepted", "finished", "gone", "incident_id", "outcome", "scope", "started")
+
+    def __init__(self, scope: Scope) -> None:
+        self.scope = scope
+        self.accepted = False
+        self.finished = False
+        self.gone = False
+        self.outcome: ConnectionOutcome = "open"
+        self.started = time.monotonic()
+        self.incident_id: str | None = None
+
+    def __repr__(self) -> str:
+        return f"<Connection path={self.scope.get('path')!r} outcome={self.outcome}>"
+
+
+class ConnectionListener:
+    """Override the events an integration needs; the others do nothing.
+
+    Methods run in the connection's task and must not block; one that raises is
+    logged and ignored. ``diagnosed`` may return an awaitable, awaited within
+    ``send_timeout``.
+    """
+
+    def opened(self, connection: Connection) -> None:
+        """A websocket scope arrived."""
+
+    def accepted(self, connection: Connection) -> None:
+        """The app's accept went to the server."""
+
+    def diagnosed(self, connection: Connection, event: DiagnosisEvent) -> object:
+        """ws_diag intervened; ``event`` says what it sent and why."""
+        return None
+
+    def client_gone(self, connection: Connection) -> None:
+        """This connection's own evidence says its client left."""
+
+    def closed(self, connection: Connection) -> None:
+        """The app returned or raised; ``connection.outcome`` says how it ended."""
+
+
+class _HookListener(ConnectionListener):
+    """An ``on_diagnosis`` callable, as a listener."""
+
+    __slots__ = ("hook",)
+
+    def __init__(self, hook: Callable[[DiagnosisEvent], object]) -> None:
+        self.hook = hook
+
+    def diagnosed(self, connection: Connection, event: DiagnosisEvent) -> object:
+        return self.hook(event)
+
+    def __repr__(self) -> str:
+        return repr(self.hook)
+
+
+class Lifecycle:
+    """Delivers a connection's events to the listeners, each guarded.
+
+    Args:
+        listeners: the subscribers, called in order.
+        hook_timeout: bound on awaiting an async ``diagnosed``, seconds.
+    """
+
+    __slots__ = ("hook_timeout", "listeners")
+
+    def __init__(self, listeners: Iterable[ConnectionListener], hook_timeout: float) -> None:
+        self.listeners = tuple(listeners)
+        self.hook_timeout = hook_timeout
+
+    @classmethod
+    def build(
+        cls,
+        listeners: Iterable[ConnectionListener],
+        on_diagnosis: Iterable[Callable[[DiagnosisEvent], object]],
+        hook_timeout: float,
+    ) -> Lifecycle:
+        """Listeners, then the ``on_diagnosis`` hooks as listeners of ``diagnosed``."""
+        return cls([*listeners, *(_HookListener(hook) for hook in on_diagnosis)], hook_timeout)
+
+    def opened(self, connection: Connection) -> None:
+        """Raise ``opened``."""
+        for listener in self.listeners:
+            _guarded(listener.opened, connection)
+
+    def accepted(self, connection: Connection) -> None:
+        """Raise ``accepted``."""
+        for listener in self.listeners:
+            _guarded(listener.accepted, connection)
+
+    def client_gone(self, connection: Connection) -> None:
+        """Raise ``client_gone``."""
+        for listener in self.listeners:
+            _guarded(listener.client_gone, connection)
+
+    def closed(self, connection: Connection) -> None:
+        """Raise ``closed``."""
+        for listener in self.listeners:
+            _guarded(listener.closed, connection)
+
+    async def diagnosed(self, connection: Connection, event: DiagnosisEvent) -> None:
+        """Raise ``diagnosed``; async listeners are awaited within ``hook_timeout``."""
+        for listener in self.listeners:
+            try:
+                result = listener.diagnosed(connection, event)
+                if inspect.isawaitable(result):
+                    async with asyncio.timeout(self.hook_timeout):
+                        await result
+            except Exception as err:
+                _log_failure(listener, "diagnosed", err)
+
+
+def _guarded(method: Callable[[Connection], None], connection: Connection) -> None:
+    try:
+        method(connection)
+    except Exception as err:
+        _log_failure(getattr(method, "__self__", method), method.__name__, err)
+
+
+def _log_failure(listener: object, event: str, err: BaseException) -> None:
+    # ws_diag's own error, logged without the app's exception it may have been raised under.
+    err.__suppress_context__ = True
+    logger.error("listener %r failed on %s", listener, event, exc_info=err, extra={"ws_diag_event": "hook_failed"})
