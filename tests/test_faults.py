@@ -248,7 +248,7 @@ class Broken:
 class BrokenClassifier(Classifier):
     """A classifier with a bug."""
 
-    def classify(self, exc: BaseException) -> Any:
+    def classify_one(self, exc: BaseException) -> Any:
         raise KeyError("classifier bug")
 
 

@@ -208,12 +208,16 @@ class Responder:
         try:
             async with asyncio.timeout(send_timeout):
                 while pending:
-                    try:
-                        sent = await send_close(send, pending[0])
-                    except Exception:
-                        if sent is None:
+                    if sent is None:
+                        # A refusal of the first message says nothing about close codes:
+                        # the client is gone (uvicorn's legacy websockets raises RuntimeError).
+                        try:
+                            await send(pending[0])
+                        except Exception:
                             return _Delivery.GONE, None
-                        raise
+                        sent = pending[0]
+                    else:
+                        sent = await send_close(send, pending[0])
                     del pending[0]
         except TimeoutError:
             logger.warning(
