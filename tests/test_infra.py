@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -149,6 +150,14 @@ async def test_accepted_connections_have_tcp_nodelay(kind: str) -> None:
         with pytest.raises(InvalidStatus):  # closed before accept: HTTP 403
             await connect(f"{url}/ws", open_timeout=5)
     assert nodelay == [1]
+
+
+def test_test_command_writes_no_tracked_file() -> None:
+    """scripts/test (the README's test command) runs pytest without --reliability-report: it rewrites no docs."""
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "test").read_text()
+    runs = [line for line in script.splitlines() if "pytest" in line and not line.lstrip().startswith("#")]
+    assert runs
+    assert all("--reliability-report" not in line for line in runs)
 
 
 def test_free_port_is_bindable() -> None:
