@@ -8,6 +8,7 @@ which fact moved before ws_diag's own tests fail in a less obvious way.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sys
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -68,6 +69,49 @@ async def test_uvicorn_default_kind_serves_with_sansio() -> None:
         with pytest.raises(InvalidStatus):  # closed before accept: HTTP 403
             await closed_code(url)
         assert await asyncio.wait_for(seen, WAIT_S) == "WebSocketsSansIOProtocol"
+
+
+# -- what an app's close codes become on the wire ------------------------------------------------
+
+DROPPED = 1006  # the client saw no close frame: the server dropped the TCP connection
+# App close (code, or a 4005 with a 140-byte reason) -> (code the client sees, reason bytes it gets).
+# Measured: websockets-sansio behaves like the legacy implementation here, not like wsproto.
+ON_THE_WIRE: dict[str, dict[str, tuple[int, int]]] = {
+    "hypercorn": {"1005": (1000, 1), "1006": (1000, 1), "1004": (DROPPED, 0), "long": (4005, 122)},
+    "uvicorn": {"1005": (DROPPED, 0), "1006": (DROPPED, 0), "1004": (DROPPED, 0), "long": (DROPPED, 0)},
+    "uvicorn-wsproto": {"1005": (1000, 1), "1006": (1000, 1), "1004": (DROPPED, 0), "long": (4005, 122)},
+    "uvicorn-websockets": {"1005": (DROPPED, 0), "1006": (DROPPED, 0), "1004": (DROPPED, 0), "long": (DROPPED, 0)},
+}
+
+
+async def closing_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept, then close with the code the path names (``/long``: 4005 with a 140-byte reason)."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    name = scope["path"].strip("/")
+    if name == "long":
+        await send({"type": "websocket.close", "code": 4005, "reason": "\u00e9" * 70})
+    else:
+        await send({"type": "websocket.close", "code": int(name), "reason": "x"})
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_app_close_codes_on_the_wire(kind: str) -> None:
+    """Fact: an app's 1005/1006 arrive as 1000 on hypercorn and wsproto but drop the connection on uvicorn's
+    default (sansio) and legacy implementations; 1004 is dropped everywhere; a reason over 123 bytes is cut
+    to 122 by hypercorn and wsproto and drops the connection on sansio and legacy."""
+    seen: dict[str, tuple[int, int]] = {}
+    async with run_server(closing_app, kind) as url:
+        for name in ON_THE_WIRE[kind]:
+            async with asyncio.timeout(WAIT_S), connect(f"{url}/{name}") as ws:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.recv()
+                assert ws.close_code is not None
+                seen[name] = (int(ws.close_code), len((ws.close_reason or "").encode()))
+    assert seen == ON_THE_WIRE[kind]
 
 
 # -- after the client left --------------------------------------------------------------------
