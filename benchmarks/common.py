@@ -26,12 +26,12 @@ from ws_diag.probes.base import ProbeDetails
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
-if str(TESTS) not in sys.path:  # tests/servers.py and tests/services.py
+if str(TESTS) not in sys.path:  # tests/services.py
     sys.path.insert(0, str(TESTS))
 
 from services import PostgresServer, RedisServer, SilentListener, free_port, pg_bindir  # noqa: E402
 
-from .serve import SERVER_KINDS, serve  # noqa: E402
+from ws_diag.testing.servers import SERVER_KINDS, run_server  # noqa: E402  the runner the tests use
 
 __all__ = [
     "MISSING_ENV",
@@ -54,7 +54,7 @@ __all__ = [
     "probe_clients",
     "progress",
     "run_loadgen",
-    "serve",
+    "run_server",
     "services",
 ]
 

@@ -18,7 +18,7 @@ from typing import Any
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings
 
-from .common import SERVER_KINDS, ProbeClients, cores, echo_app, progress, run_loadgen, serve
+from .common import SERVER_KINDS, ProbeClients, cores, echo_app, progress, run_loadgen, run_server
 from .stats import MET, at_least, bootstrap_ci, median, paired_ratios
 
 __all__ = ["ConnectConfig", "render", "run"]
@@ -56,7 +56,11 @@ async def run(cfg: ConnectConfig, clients: ProbeClients) -> dict[str, Any]:
     kinds: dict[str, Any] = {}
     for kind in cfg.kinds:
         progress(f"connect on {kind}")
-        async with serve(echo_app, kind) as bare, serve(echo_app, kind) as again, serve(wrapped, kind) as diag:
+        async with (
+            run_server(echo_app, kind) as bare,
+            run_server(echo_app, kind) as again,
+            run_server(wrapped, kind) as diag,
+        ):
             job = {
                 "mode": "connect",
                 "urls": {"bare": f"{bare}/ws", "bare again": f"{again}/ws", "ws_diag": f"{diag}/ws"},

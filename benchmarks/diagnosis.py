@@ -41,7 +41,7 @@ from .common import (
     failing_app,
     progress,
     run_loadgen,
-    serve,
+    run_server,
 )
 from .stats import summary
 
@@ -138,7 +138,7 @@ async def run(cfg: DiagnosisConfig, clients: ProbeClients) -> dict[str, Any]:
         urls: list[str] = []
         async with contextlib.AsyncExitStack() as stack:
             for scenario in scenarios:
-                urls.append(await stack.enter_async_context(serve(scenario.app, kind)))
+                urls.append(await stack.enter_async_context(run_server(scenario.app, kind)))
             plan = [[f"{url}{_path(s.name)}", s.sessions] for url, s in zip(urls, scenarios, strict=True)]
             await gate.wait()
             limit = sum(s.sessions for s in scenarios) * 2.0 + cfg.blackholed_sessions * cfg.probe_timeout + 60

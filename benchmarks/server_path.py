@@ -22,7 +22,7 @@ from typing import Any
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings
 
-from .common import SERVER_KINDS, ProbeClients, cores, echo_app, progress, run_loadgen, serve
+from .common import SERVER_KINDS, ProbeClients, cores, echo_app, progress, run_loadgen, run_server
 from .stats import MET, at_least, at_most, bootstrap_ci, median, paired_ratios, worst
 
 __all__ = ["ServerPathConfig", "render", "run"]
@@ -62,7 +62,11 @@ async def run(cfg: ServerPathConfig, clients: ProbeClients) -> dict[str, Any]:
     kinds: dict[str, Any] = {}
     for kind in cfg.kinds:
         progress(f"server: echo on {kind}")
-        async with serve(echo_app, kind) as bare, serve(echo_app, kind) as again, serve(wrapped, kind) as diag:
+        async with (
+            run_server(echo_app, kind) as bare,
+            run_server(echo_app, kind) as again,
+            run_server(wrapped, kind) as diag,
+        ):
             job = {
                 "mode": "echo",
                 "urls": {"bare": f"{bare}/ws", "bare again": f"{again}/ws", "ws_diag": f"{diag}/ws"},

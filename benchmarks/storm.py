@@ -41,7 +41,7 @@ from .common import (
     free_port,
     progress,
     run_loadgen,
-    serve,
+    run_server,
 )
 from .stats import median
 
@@ -100,7 +100,7 @@ async def run(cfg: StormConfig, clients: ProbeClients) -> dict[str, Any]:
         switches = {name: SwitchApp() for name in variants}
         rounds: dict[str, list[dict[str, Any]]] = {name: [] for name in variants}
         async with contextlib.AsyncExitStack() as stack:
-            urls = {name: await stack.enter_async_context(serve(switches[name], kind)) for name in variants}
+            urls = {name: await stack.enter_async_context(run_server(switches[name], kind)) for name in variants}
             names = list(variants)
             for round_index in range(cfg.rounds):
                 for name in names if round_index % 2 == 0 else reversed(names):

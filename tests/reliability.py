@@ -1,7 +1,9 @@
 """Counts what the reliability tests tried, for docs/reliability.md.
 
 Tests call ``record(area, **counts)``; ``pytest --reliability-report FILE``
-writes the table when the session ends (``scripts/test`` does).
+writes the table when the session ends. Only on that explicit option: running the
+tests never modifies a tracked file. Regenerate the checked-in table with
+``./scripts/test --reliability-report docs/reliability.md``.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ AREAS = {
     "load": "Load: concurrent sessions through real servers, 10% failing",
     "faults": "Faults: PostgreSQL/Redis killed, frozen, restarted, black-holed; broken probes and classifiers",
     "hostile": "Hostile input: reasons, codes, details, settings, planted secrets",
-    "matrix": "Server matrix: hypercorn, uvicorn (websockets, wsproto), daphne",
+    "matrix": "Server matrix: hypercorn; uvicorn default (websockets-sansio), wsproto, legacy websockets; daphne",
 }
 
 
@@ -37,7 +39,7 @@ def write_report(path: Path, python: str, versions: dict[str, str]) -> None:
     lines = [
         "# Reliability: what the suite tried",
         "",
-        "Produced by the test suite (`./scripts/test`, which passes `--reliability-report docs/reliability.md`).",
+        "Produced by the test suite on request: `./scripts/test --reliability-report docs/reliability.md`.",
         f"Python {python}; " + ", ".join(f"{k} {v}" for k, v in sorted(versions.items())) + ".",
         "",
         "| area | tests passed / run | what was tried | leaks found |",

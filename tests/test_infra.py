@@ -1,10 +1,11 @@
-"""The test infrastructure itself: in-process ASGI servers and private services."""
+"""The test infrastructure itself: the server runner (``ws_diag.testing.servers``) and private services."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 import socket
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -14,10 +15,10 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
-from servers import SERVER_KINDS, run_server
+from servers import KINDS, SERVER_KINDS, ServerError, run_daphne, run_server
 from services import PostgresServer, RedisServer, SilentListener, free_port
 from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
+from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 Scope = dict[str, Any]
 Message = dict[str, Any]
@@ -64,6 +65,7 @@ async def test_server_echoes_and_closes(kind: str) -> None:
     ("kind", "logger", "message", "close_code"),
     [
         ("hypercorn", "hypercorn.error", "Error in ASGI Framework", 1011),
+        ("uvicorn", "uvicorn.error", "Exception in ASGI application", 1006),
         ("uvicorn-websockets", "uvicorn.error", "Exception in ASGI application", 1006),
         ("uvicorn-wsproto", "uvicorn.error", "Exception in ASGI application", 1006),
     ],
@@ -83,12 +85,79 @@ async def test_server_logs_app_exception(
     assert "boom from echo_app" in str(records[0].exc_info[1])
 
 
+def test_server_matrix() -> None:
+    """The matrix is hypercorn plus uvicorn's default and both other implementations; sansio and daphne on demand."""
+    assert SERVER_KINDS == ("hypercorn", "uvicorn", "uvicorn-wsproto", "uvicorn-websockets")
+    assert set(KINDS) == {*SERVER_KINDS, "uvicorn-websockets-sansio", "daphne"}
+
+
 @pytest.mark.asyncio
 async def test_run_server_rejects_unknown_kind() -> None:
-    """An unknown server kind is a ValueError, not a silent default."""
-    with pytest.raises(ValueError, match="unknown server kind"):
+    """An unknown server kind is a ValueError naming the known ones, not a silent default."""
+    with pytest.raises(ValueError, match=r"unknown server kind 'gunicorn'.*'daphne'"):
+        async with run_server(echo_app, "gunicorn"):
+            pass
+
+
+@pytest.mark.asyncio
+async def test_run_server_rejects_unknown_hypercorn_option() -> None:
+    """An option hypercorn does not have is a ValueError naming it, not an attribute silently set."""
+    with pytest.raises(ValueError, match="'no_such_setting'"):
+        async with run_server(echo_app, "hypercorn", options={"no_such_setting": 1}):
+            pass
+
+
+@pytest.mark.asyncio
+async def test_daphne_needs_an_import_string() -> None:
+    """daphne runs in a subprocess: an app object is a TypeError that says an import string is needed."""
+    with pytest.raises(TypeError, match="import string 'module:attribute'"):
         async with run_server(echo_app, "daphne"):
             pass
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["uvicorn", "daphne"])
+async def test_run_server_serves_an_import_string(kind: str) -> None:
+    """An import string is served in-process (uvicorn) and by a daphne subprocess alike."""
+    async with run_server("test_infra:echo_app", kind) as url, connect(f"{url}/ws", open_timeout=5) as ws:
+        await ws.send("hello")
+        assert await asyncio.wait_for(ws.recv(), 5) == "hello"
+
+
+@pytest.mark.asyncio
+async def test_run_daphne_reports_an_app_that_does_not_import() -> None:
+    """daphne exiting before it listens is a ServerError carrying daphne's log."""
+    with pytest.raises(ServerError, match="no_such_module"):
+        async with run_daphne("no_such_module:app", startup_timeout=10):
+            pass
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["uvicorn", "uvicorn-wsproto", "uvicorn-websockets", "uvicorn-websockets-sansio"])
+async def test_accepted_connections_have_tcp_nodelay(kind: str) -> None:
+    """Accepted connections have TCP_NODELAY, as under ``uvicorn --host/--port`` (no Nagle delay on a close)."""
+    nodelay: list[int] = []
+
+    async def app(scope: Scope, receive: Any, send: Any) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        sock = send.__self__.transport.get_extra_info("socket")  # uvicorn's protocol object
+        nodelay.append(sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY))
+        await send({"type": "websocket.close", "code": 1000})
+
+    async with run_server(app, kind) as url:
+        with pytest.raises(InvalidStatus):  # closed before accept: HTTP 403
+            await connect(f"{url}/ws", open_timeout=5)
+    assert nodelay == [1]
+
+
+def test_test_command_writes_no_tracked_file() -> None:
+    """scripts/test (the README's test command) runs pytest without --reliability-report: it rewrites no docs."""
+    script = (Path(__file__).resolve().parents[1] / "scripts" / "test").read_text()
+    runs = [line for line in script.splitlines() if "pytest" in line and not line.lstrip().startswith("#")]
+    assert runs
+    assert all("--reliability-report" not in line for line in runs)
 
 
 def test_free_port_is_bindable() -> None:

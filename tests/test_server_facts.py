@@ -1,0 +1,328 @@
+"""Facts about real servers that ws_diag relies on (``SERVER-BEHAVIOUR.md``, "Added later"), re-checked.
+
+Raw ASGI apps (and a plain Starlette app) without ws_diag, real servers, the real
+``websockets`` client. When a server upgrade changes one of these, this file says
+which fact moved before ws_diag's own tests fail in a less obvious way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+import uvicorn
+from servers import SERVER_KINDS, run_daphne, run_server
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.routing import WebSocketRoute
+from starlette.websockets import WebSocket, WebSocketDisconnect
+from uvicorn.protocols.utils import ClientDisconnected
+from uvicorn.protocols.websockets.websockets_sansio_impl import WebSocketsSansIOProtocol
+from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+WAIT_S = 10  # every wait below is bounded by this
+
+Scope = dict[str, Any]
+Receive = Callable[[], Awaitable[dict[str, Any]]]
+Send = Callable[[dict[str, Any]], Awaitable[None]]
+
+
+async def closed_code(url: str, outgoing: tuple[str, ...] = ()) -> int | None:
+    """Connect, send ``outgoing``, read until the server closes; the close code the client saw."""
+    async with asyncio.timeout(WAIT_S), connect(url) as ws:
+        for text in outgoing:
+            await ws.send(text)
+        try:
+            while True:
+                await ws.recv()
+        except ConnectionClosed:
+            return ws.close_code
+
+
+# -- uvicorn's default websocket implementation -------------------------------------------------
+
+
+def test_uvicorn_auto_config_loads_sansio() -> None:
+    """Fact: uvicorn's ``--ws auto`` (its default) loads the websockets-sansio implementation."""
+    config = uvicorn.Config(lambda *a: None, ws="auto")
+    assert config.ws == "auto"  # the default when nothing is said
+    config.load()
+    assert config.ws_protocol_class is WebSocketsSansIOProtocol
+
+
+@pytest.mark.asyncio
+async def test_uvicorn_default_kind_serves_with_sansio() -> None:
+    """Fact: the matrix's ``uvicorn`` row (ws="auto") really serves sessions with websockets-sansio."""
+    seen: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        seen.set_result(type(getattr(send, "__self__", None)).__name__)
+        await send({"type": "websocket.close", "code": 1000})
+
+    async with run_server(app, "uvicorn") as url:
+        with pytest.raises(InvalidStatus):  # closed before accept: HTTP 403
+            await closed_code(url)
+        assert await asyncio.wait_for(seen, WAIT_S) == "WebSocketsSansIOProtocol"
+
+
+# -- what an app's close codes become on the wire ------------------------------------------------
+
+DROPPED = 1006  # the client saw no close frame: the server dropped the TCP connection
+# App close (code, or a 4005 with a 140-byte reason) -> (code the client sees, reason bytes it gets).
+# Measured: websockets-sansio behaves like the legacy implementation here, not like wsproto.
+ON_THE_WIRE: dict[str, dict[str, tuple[int, int]]] = {
+    "hypercorn": {"1005": (1000, 1), "1006": (1000, 1), "1004": (DROPPED, 0), "long": (4005, 122)},
+    "uvicorn": {"1005": (DROPPED, 0), "1006": (DROPPED, 0), "1004": (DROPPED, 0), "long": (DROPPED, 0)},
+    "uvicorn-wsproto": {"1005": (1000, 1), "1006": (1000, 1), "1004": (DROPPED, 0), "long": (4005, 122)},
+    "uvicorn-websockets": {"1005": (DROPPED, 0), "1006": (DROPPED, 0), "1004": (DROPPED, 0), "long": (DROPPED, 0)},
+}
+
+
+async def closing_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept, then close with the code the path names (``/long``: 4005 with a 140-byte reason)."""
+    if scope["type"] != "websocket":
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    name = scope["path"].strip("/")
+    if name == "long":
+        await send({"type": "websocket.close", "code": 4005, "reason": "\u00e9" * 70})
+    else:
+        await send({"type": "websocket.close", "code": int(name), "reason": "x"})
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_app_close_codes_on_the_wire(kind: str) -> None:
+    """Fact: an app's 1005/1006 arrive as 1000 on hypercorn and wsproto but drop the connection on uvicorn's
+    default (sansio) and legacy implementations; 1004 is dropped everywhere; a reason over 123 bytes is cut
+    to 122 by hypercorn and wsproto and drops the connection on sansio and legacy."""
+    seen: dict[str, tuple[int, int]] = {}
+    async with run_server(closing_app, kind) as url:
+        for name in ON_THE_WIRE[kind]:
+            async with asyncio.timeout(WAIT_S), connect(f"{url}/{name}") as ws:
+                with contextlib.suppress(ConnectionClosed):
+                    await ws.recv()
+                assert ws.close_code is not None
+                seen[name] = (int(ws.close_code), len((ws.close_reason or "").encode()))
+    assert seen == ON_THE_WIRE[kind]
+
+
+# -- after the client left --------------------------------------------------------------------
+
+# What a send, and a close, after the client's own websocket.disconnect meet, per server kind.
+# Measured: websockets-sansio refuses the send but accepts the close (wsproto refuses both).
+REFUSAL: dict[str, tuple[type[BaseException] | None, type[BaseException] | None]] = {
+    "hypercorn": (None, None),  # discarded silently
+    "uvicorn": (ClientDisconnected, None),  # websockets-sansio
+    "uvicorn-websockets-sansio": (ClientDisconnected, None),
+    "uvicorn-wsproto": (ClientDisconnected, ClientDisconnected),
+    "uvicorn-websockets": (RuntimeError, RuntimeError),  # "Unexpected ASGI message ..."
+}
+
+
+async def attempt(send: Send, message: dict[str, Any]) -> type[BaseException] | None:
+    """The type of what ``send(message)`` raised, or None."""
+    try:
+        await send(message)
+    except Exception as exc:
+        return type(exc)
+    return None
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "uvicorn-websockets-sansio"])
+async def test_send_or_close_after_client_left(kind: str) -> None:
+    """Fact: after the client left, uvicorn legacy refuses a send or a close with RuntimeError, wsproto with
+    OSError (ClientDisconnected), sansio refuses a send with ClientDisconnected (a close passes), hypercorn
+    discards both."""
+    outcomes: dict[str, type[BaseException] | None] = {}
+    done = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        assert (await receive())["type"] == "websocket.disconnect"
+        if scope["path"] == "/send":
+            outcomes["send"] = await attempt(send, {"type": "websocket.send", "text": "too late"})
+        else:
+            outcomes["close"] = await attempt(send, {"type": "websocket.close", "code": 1011})
+        if len(outcomes) == 2:
+            done.set()
+
+    async with run_server(app, kind) as url:
+        for path in ("/send", "/close"):
+            async with asyncio.timeout(WAIT_S), connect(url + path):
+                pass  # the client closes (1000) and leaves
+        await asyncio.wait_for(done.wait(), WAIT_S)
+    assert (outcomes["send"], outcomes["close"]) == REFUSAL[kind]
+    assert issubclass(ClientDisconnected, OSError)
+
+
+# -- daphne refuses an app's registered close codes ---------------------------------------------
+
+
+async def daphne_close_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Served by daphne: accept, close with the code the path names, report what send raised, re-raise."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    code = int(scope["path"].strip("/"))
+    try:
+        await send({"type": "websocket.close", "code": code})
+    except Exception as exc:
+        print(f"FACT close {code} raised {type(exc).__name__}", file=sys.stderr, flush=True)
+        raise
+    print(f"FACT close {code} accepted", file=sys.stderr, flush=True)
+
+
+@pytest.mark.asyncio
+async def test_daphne_refuses_app_close_1008_and_1012() -> None:
+    """Fact: daphne (autobahn) raises a bare Exception from send when the app closes with 1008 or 1012; once it
+    escapes the app, the client sees 1011."""
+    async with run_daphne("test_server_facts:daphne_close_app") as daphne:
+        for code in (1008, 1012):
+            assert await closed_code(f"{daphne.url}/{code}") == 1011
+            await daphne.await_line(rf"FACT close {code} raised Exception$", WAIT_S)  # a bare Exception
+        assert await closed_code(f"{daphne.url}/4008") == 4008  # a private-range code passes
+        await daphne.await_line(r"FACT close 4008 accepted", WAIT_S)
+
+
+# -- graceful stop ------------------------------------------------------------------------------
+
+STOP_CODE = {"hypercorn": 1011, "uvicorn": 1012, "uvicorn-wsproto": 1012, "uvicorn-websockets": 1012}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_graceful_stop_with_session_open(kind: str) -> None:
+    """Fact: a graceful stop with a session open closes it with 1012 on uvicorn and 1011 on hypercorn."""
+    accepted = asyncio.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        accepted.set()
+        while (await receive())["type"] != "websocket.disconnect":
+            pass
+
+    async with run_server(app, kind) as url:
+        ws = await asyncio.wait_for(connect(url), WAIT_S)
+        await asyncio.wait_for(accepted.wait(), WAIT_S)
+    try:
+        with pytest.raises(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), WAIT_S)
+        assert ws.close_code == STOP_CODE[kind]
+    finally:
+        await ws.close()
+
+
+# -- Starlette: a refused send to a peer's socket -----------------------------------------------
+
+# What Starlette raises in B's handler when B sends to A after A's client left, per server kind.
+PEER_SEND = {
+    "hypercorn": None,  # the server discards the message
+    "uvicorn": WebSocketDisconnect,  # ClientDisconnected (an OSError) -> WebSocketDisconnect(1006)
+    "uvicorn-wsproto": WebSocketDisconnect,
+    "uvicorn-websockets": RuntimeError,  # not an OSError: Starlette lets it through
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_starlette_refused_peer_send(kind: str) -> None:
+    """Fact: Starlette turns a refused send to a peer's socket (its client left) into WebSocketDisconnect(1006),
+    raised in the handler that was sending (uvicorn wsproto and sansio)."""
+    peers: dict[str, WebSocket] = {}
+    a_gone = asyncio.Event()
+    b_done = asyncio.Event()
+    raised: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
+
+    async def endpoint(websocket: WebSocket) -> None:
+        name = websocket.path_params["name"]
+        await websocket.accept()
+        if name == "a":  # only listens
+            peers["a"] = websocket
+            assert (await websocket.receive())["type"] == "websocket.disconnect"
+            a_gone.set()
+            await asyncio.wait_for(b_done.wait(), WAIT_S)  # A's handler is still running when B sends
+            return
+        await asyncio.wait_for(a_gone.wait(), WAIT_S)
+        try:
+            await peers["a"].send_text("broadcast")
+        except Exception as exc:
+            raised.set_result(exc)
+        else:
+            raised.set_result(None)
+        finally:
+            b_done.set()
+        await websocket.close()
+
+    app = Starlette(routes=[WebSocketRoute("/{name}", endpoint)])
+    async with run_server(app, kind) as url, asyncio.timeout(WAIT_S), connect(f"{url}/b") as b:
+        async with connect(f"{url}/a"):
+            pass  # A's client leaves
+        error = await asyncio.wait_for(raised, WAIT_S)
+        with pytest.raises(ConnectionClosed):
+            await b.recv()
+    expected = PEER_SEND[kind]
+    assert type(error) is expected if expected else error is None
+    if isinstance(error, WebSocketDisconnect):
+        assert error.code == 1006
+        assert isinstance(error.__context__, ClientDisconnected)
+
+
+# -- uvicorn lifespan "auto" and Starlette's lazily built middleware ----------------------------
+
+
+class BrokenMiddleware:
+    """Middleware whose construction fails, as one with an invalid setting would."""
+
+    built = 0
+
+    def __init__(self, app: Any) -> None:
+        BrokenMiddleware.built += 1
+        msg = "invalid setting"
+        raise ValueError(msg)
+
+
+async def http_status(url: str, path: str = "/") -> int:
+    """The status of a minimal HTTP/1.1 GET to the server behind ``url``."""
+    host, port = url.removeprefix("ws://").split(":")
+    async with asyncio.timeout(WAIT_S):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        try:
+            writer.write(f"GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            response = await reader.read()
+        finally:
+            writer.close()
+            await writer.wait_closed()
+    return int(response.split()[1])
+
+
+@pytest.mark.asyncio
+async def test_uvicorn_lifespan_auto_swallows_middleware_build_error(caplog: pytest.LogCaptureFixture) -> None:
+    """Fact: uvicorn's lifespan "auto" swallows an exception raised while Starlette builds its add_middleware
+    stack on the first lifespan event, starts anyway, and every request then fails with 500."""
+    BrokenMiddleware.built = 0
+    app = Starlette(middleware=[Middleware(BrokenMiddleware)])
+    caplog.set_level("INFO", logger="uvicorn.error")
+    async with run_server(app, "uvicorn", options={"lifespan": "auto", "log_level": "info"}) as url:
+        assert BrokenMiddleware.built == 1  # built (and failed) on the lifespan startup event
+        messages = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "uvicorn.error"]
+        assert ("INFO", "ASGI 'lifespan' protocol appears unsupported.") in messages
+        assert not [m for level, m in messages if level == "ERROR"]
+        assert await http_status(url) == 500
+        with pytest.raises(InvalidStatus) as info:
+            await closed_code(url + "/ws")
+        assert info.value.response.status_code == 500
+    assert BrokenMiddleware.built == 3  # tried again on each request
