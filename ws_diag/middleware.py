@@ -10,8 +10,8 @@ costs one three-slot state object and one closure (measured: about 0.8 KB).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .classify import Classifier
@@ -21,7 +21,7 @@ from .endpoint import serve_health
 from .health import HealthChecker, HealthReport
 from .probes import Probe, probes_from_settings
 from .responder import DiagnosisHook, Responder, repaired_close, repaired_code
-from .settings import DiagSettings
+from .settings import DiagSettings, load_settings
 
 __all__ = ["DiagnosticsMiddleware"]
 
@@ -64,7 +64,8 @@ class DiagnosticsMiddleware:
 
     Args:
         app: the ASGI application to wrap.
-        settings: the settings; read from ``WS_DIAG_*`` environment variables when omitted.
+        settings: a :class:`DiagSettings`, a mapping of its fields, or omitted to read ``WS_DIAG_*``
+            variables (see :func:`~ws_diag.settings.load_settings`; ``TypeError`` for anything else).
         probes: health probes consulted when a failure names no component.
         classifier: exception-type rules; the built-in ones when omitted.
         components: custom components the app uses, checked for clashing keys and codes.
@@ -77,7 +78,7 @@ class DiagnosticsMiddleware:
         self,
         app: ASGIApp,
         *,
-        settings: DiagSettings | None = None,
+        settings: DiagSettings | Mapping[str, Any] | None = None,
         probes: Iterable[Probe] = (),
         checker: HealthChecker | None = None,
         classifier: Classifier | None = None,
@@ -86,7 +87,7 @@ class DiagnosticsMiddleware:
         on_health_report: ReportHook | Iterable[ReportHook] = (),
     ) -> None:
         self.app = app
-        self.settings = settings = settings if settings is not None else DiagSettings()
+        self.settings = settings = load_settings(settings)
         self.components = validate_components(components)
         self.classifier = classifier if classifier is not None else Classifier()
         if checker is None:
