@@ -115,14 +115,18 @@ def bound_text(text: str, max_bytes: int) -> str:
     A cut is marked with an ellipsis and never splits a character; lone
     surrogates are replaced by U+FFFD, so the text is always valid UTF-8.
     """
+    # Every character takes at least one byte: nothing beyond max_bytes characters can fit,
+    # so a megabyte of text costs no more than a short one.
+    cut = len(text) > max_bytes
+    if cut:
+        text = text[:max_bytes]
     try:
         text.encode("utf-8")
     except UnicodeEncodeError:  # pairs written as two surrogates are joined, lone ones replaced
         text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
-    if _json_size(text) <= max_bytes:
+    if not cut and _json_size(text) <= max_bytes:
         return text
-    # Every character takes at least one byte: no longer prefix can fit.
-    low, high = 0, min(len(text), max_bytes)
+    low, high = 0, len(text)
     while low < high:  # the longest prefix that fits with the ellipsis
         middle = (low + high + 1) // 2
         if _json_size(text[:middle] + _ELLIPSIS) <= max_bytes:
