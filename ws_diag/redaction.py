@@ -39,8 +39,9 @@ MAX_DETAILS_DEPTH = 16
 
 # Bounds of the frame's client-visible texts, in bytes of their JSON form as sent
 # (quotes included; the frame escapes non-ASCII, up to 12 bytes per character).
-# Whatever the app puts into an error, a frame stays within MAX_FRAME_BYTES, far
-# below a default client's max_size (websockets: 1 MiB; browsers have no limit).
+# Whatever the app puts into an error, a frame stays within MAX_FRAME_BYTES (the
+# bounds add up to about 11 KiB with the fixed fields), far below a default
+# client's max_size (websockets: 1 MiB).
 MAX_MESSAGE_BYTES = 2048
 MAX_ROOT_CAUSE_BYTES = 2048
 MAX_USER_ID_BYTES = 256
