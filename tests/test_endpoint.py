@@ -175,9 +175,14 @@ async def test_blank_token_that_bypassed_validation_opens_nothing(token: str, au
     assert await request_with_header(middleware, authorization) == 401
 
 
-async def test_empty_bearer_over_real_http_is_refused() -> None:
-    """Over a real server, "Authorization: Bearer " (nothing after it) gets 401 and no report."""
-    middleware = wrapped(health_token=TOKEN)
+@pytest.mark.parametrize("blank_token", [False, True])
+async def test_empty_bearer_over_real_http_is_refused(blank_token: bool) -> None:
+    """Over a real server, "Authorization: Bearer " gets 401 and no report, even with a blank token set unvalidated."""
+    if blank_token:
+        settings = DiagSettings.model_construct(health_path="/healthz", health_token=SecretStr(""))
+        middleware = DiagnosticsMiddleware(app, settings=settings)
+    else:
+        middleware = wrapped(health_token=TOKEN)
     async with run_server(middleware, "hypercorn") as url:
         port = int(url.rsplit(":", 1)[1])
         reader, writer = await asyncio.open_connection("127.0.0.1", port)
