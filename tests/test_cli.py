@@ -7,6 +7,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from services import PostgresServer, RedisServer, SilentListener
 
 TIMEOUT = 60
@@ -66,6 +67,26 @@ def test_check_unparsable_configuration_exit_2() -> None:
     assert result.returncode == 2
     assert "required_env" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_check_list_setting_not_json_says_a_json_list_is_expected() -> None:
+    """WS_DIAG_REQUIRED_ENV=A exits 2 with one line naming the variable and showing a JSON list."""
+    result = run("check", WS_DIAG_REQUIRED_ENV="A")
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "WS_DIAG_REQUIRED_ENV" in line
+    assert "a JSON list is expected" in line
+    assert """'["A","B"]'""" in line
+
+
+@pytest.mark.parametrize("token", ["", "   "])
+def test_check_blank_health_token_exit_2(token: str) -> None:
+    """An empty or blank WS_DIAG_HEALTH_TOKEN exits 2 with one line naming it, without a traceback."""
+    result = run("check", WS_DIAG_HEALTH_TOKEN=token, WS_DIAG_REQUIRED_ENV='["PATH"]')
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert "WS_DIAG_HEALTH_TOKEN (health_token)" in line
+    assert "must not be empty or blank" in line
 
 
 def test_check_nothing_configured_exit_2() -> None:

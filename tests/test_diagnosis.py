@@ -12,6 +12,7 @@ from ws_diag import Component, CustomComponent, WebSocketComponentError
 from ws_diag.codes import MAX_REASON_BYTES
 from ws_diag.diagnosis import (
     MAX_DETAILS_BYTES,
+    MAX_FRAME_BYTES,
     Diagnosis,
     build_frame,
     close_reason,
@@ -19,6 +20,16 @@ from ws_diag.diagnosis import (
     frame_json,
     frame_schema,
     redact,
+)
+from ws_diag.redaction import (
+    MAX_COMPONENT_BYTES,
+    MAX_DETAILS_DEPTH,
+    MAX_MESSAGE_BYTES,
+    MAX_ROOT_CAUSE_BYTES,
+    MAX_SUGGESTION_BYTES,
+    MAX_SUGGESTIONS,
+    MAX_USER_ID_BYTES,
+    bound_text,
 )
 
 SECRET = "hunter2-Sup3rSecret"
@@ -210,3 +221,142 @@ def test_unprintable_exception_is_described() -> None:
             raise RuntimeError("no")
 
     assert describe_exception(Nasty()) == "Nasty: <unprintable Nasty>"
+
+
+HOSTILE_TEXTS = {
+    "ascii": "x" * 1_000_000,
+    "astral": "\U0001f600" * 300_000,  # 12 bytes each once JSON-escaped
+    "control": "\x00" * 300_000,  # 6 bytes each once JSON-escaped
+    "quotes": '"\\' * 300_000,
+    "lone-surrogates": "\ud800a\udfff" * 100_000,
+    "mixed": ('é\U0001f600\n"\ud83d\x7f' + "y" * 10) * 50_000,
+}
+
+
+def hostile_component(text: str) -> CustomComponent:
+    """A custom component whose every text is hostile, with a thousand suggestions."""
+    return CustomComponent("hostile", text, 4100, description=text, suggestions=(text,) * 1000)
+
+
+def deep_details(depth: int) -> dict[str, Any]:
+    """Details nested ``depth`` dicts deep."""
+    details: dict[str, Any] = {"leaf": 1}
+    for _ in range(depth):
+        details = {"a": details}
+    return details
+
+
+@pytest.mark.parametrize("scheme", ["private", "legacy"])
+@pytest.mark.parametrize("expose", [False, True])
+@pytest.mark.parametrize("name", sorted(HOSTILE_TEXTS))
+def test_hostile_values_give_a_bounded_valid_frame(name: str, scheme: str, expose: bool) -> None:
+    """Huge message, user_id, component name, suggestions, details and root_cause: the frame stays within bounds."""
+    text = HOSTILE_TEXTS[name]
+    error = WebSocketComponentError(
+        hostile_component(text), text, user_id=text, details={"a": text, "deep": deep_details(50)}, root_cause=text
+    )
+    encoded = frame_json(Diagnosis.from_component_error(error), code_scheme=scheme, expose_details=expose).encode()
+    assert len(encoded) <= MAX_FRAME_BYTES
+    frame = json.loads(encoded)
+    validate(frame)
+    body = frame["error"]
+    texts = [body["component"], body["message"], body["user_id"], *body["suggestions"]]
+    if expose:
+        texts.append(body["root_cause"])
+    for value in texts:
+        value.encode("utf-8")  # valid UTF-8: no lone surrogate survives
+    assert len(body["suggestions"]) == MAX_SUGGESTIONS
+    assert len(json.dumps(body["message"])) <= MAX_MESSAGE_BYTES
+    assert len(json.dumps(body["user_id"])) <= MAX_USER_ID_BYTES
+    assert len(json.dumps(body["component"])) <= MAX_COMPONENT_BYTES
+    assert all(len(json.dumps(s)) <= MAX_SUGGESTION_BYTES for s in body["suggestions"])
+    if expose:
+        assert len(json.dumps(body["root_cause"])) <= MAX_ROOT_CAUSE_BYTES
+
+
+def test_hostile_exception_text_as_root_cause_is_bounded() -> None:
+    """An exception whose text is megabytes of escaped characters gives a bounded root_cause."""
+    diagnosis = Diagnosis.for_component(Component.DATABASE, "exception", exc=RuntimeError("\x01\U0001f600" * 500_000))
+    encoded = frame_json(diagnosis, code_scheme="private", expose_details=True).encode()
+    assert len(encoded) <= MAX_FRAME_BYTES
+    assert json.loads(encoded)["error"]["root_cause"].endswith("…")
+
+
+def test_cut_texts_keep_whole_characters_and_are_marked() -> None:
+    """A cut text is a prefix of the original plus an ellipsis, never half a character."""
+    text = "ab\U0001f600" * 5000
+    cut = bound_text(text, 200)
+    assert cut.endswith("…")
+    assert text.startswith(cut[:-1])
+    assert len(json.dumps(cut)) <= 200
+    assert bound_text("short message", 200) == "short message"
+
+
+def test_surrogate_pairs_are_joined_and_lone_surrogates_replaced() -> None:
+    """Two surrogates forming a pair become the character; a lone one becomes U+FFFD."""
+    assert bound_text("\ud83d\ude00 ok \ud800", 200) == "\U0001f600 ok \ufffd"
+
+
+def test_deep_details_are_cut_at_the_depth_limit() -> None:
+    """Details nested deeper than MAX_DETAILS_DEPTH keep their top and end in a marker (no RecursionError)."""
+    error = WebSocketComponentError.handler_failure(details=deep_details(100))
+    details = error.to_websocket_response(expose_details=True)["error"]["details"]
+    depth = 0
+    while isinstance(details, dict):
+        details, depth = details["a"], depth + 1
+    assert details == "…"
+    assert depth == MAX_DETAILS_DEPTH + 1
+
+
+def test_details_near_the_recursion_limit_do_not_break_the_frame() -> None:
+    """Lists nested about as deep as the interpreter allows give a marker, not a RecursionError."""
+    for depth in (900, 990, 1000, 5000):
+        nested: list[Any] = []
+        for _ in range(depth):
+            nested = [nested]
+        error = WebSocketComponentError.handler_failure(details={"x": nested})
+        frame = error.to_websocket_response(expose_details=True)
+        assert len(json.dumps(frame)) <= MAX_FRAME_BYTES
+
+
+def test_details_lengthened_by_masking_stay_within_the_cap() -> None:
+    """Masking can lengthen details ({"token1": 1} -> "***"): the cap is checked again after redaction."""
+    details: dict[str, Any] = {}
+    while len(json.dumps({**details, f"token{len(details)}": 1})) <= MAX_DETAILS_BYTES:
+        details[f"token{len(details)}"] = 1
+    sent = WebSocketComponentError.handler_failure(details=details).to_websocket_response(expose_details=True)
+    body = sent["error"]["details"]
+    assert body["truncated"] is True
+    assert len(json.dumps(body)) <= MAX_DETAILS_BYTES
+
+
+def test_nan_in_details_is_not_sent_as_invalid_json() -> None:
+    """NaN and Infinity are not JSON (a browser's JSON.parse refuses them): such details become a marker."""
+    error = WebSocketComponentError.handler_failure(details={"ratio": float("nan"), "limit": float("inf")})
+    text = frame_json(Diagnosis.from_component_error(error), code_scheme="private", expose_details=True)
+
+    def refuse(constant: str) -> None:
+        raise ValueError(constant)
+
+    assert json.loads(text, parse_constant=refuse)["error"]["details"] == {"unserialisable": True}
+
+
+class LooseComponent:
+    """A component implementing the protocol carelessly: non-string name, a generator of suggestions."""
+
+    key = "loose"
+    display_name = 12345
+    code = 4150
+    legacy_code = 4150
+    description = "Loose failed"
+    suggestions = (s for s in ["never", "listed"])
+    retryable = True
+    http_status = 503
+
+
+def test_careless_protocol_component_still_gives_a_valid_frame() -> None:
+    """A ComponentLike with odd field types still yields a schema-valid frame (never a bare 1011)."""
+    diagnosis = Diagnosis.for_component(LooseComponent(), "default")  # type: ignore[arg-type]
+    frame = json.loads(frame_json(diagnosis, code_scheme="private", expose_details=False))
+    validate(frame)
+    assert (frame["error"]["component"], frame["error"]["suggestions"]) == ("12345", [])

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import SecretStr
 from servers import run_server
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings
@@ -140,3 +141,54 @@ async def test_bearer_scheme_is_case_insensitive() -> None:
     status, headers, body = await request(middleware, method="HEAD", token=TOKEN)
     assert (status, body) == (200, b"")
     assert int(headers["content-length"]) > 0
+
+
+async def request_with_header(middleware: DiagnosticsMiddleware, authorization: bytes | None) -> int:
+    """One in-process GET of the health path with a raw Authorization header; the status."""
+    headers = [(b"authorization", authorization)] if authorization is not None else []
+    scope = {"type": "http", "method": "GET", "path": "/healthz", "headers": headers}
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await middleware(scope, receive, send)
+    status: int = sent[0]["status"]
+    return status
+
+
+@pytest.mark.parametrize("authorization", [b"Bearer", b"Bearer ", b"Bearer    ", b"bearer \t", b""])
+async def test_empty_credentials_are_never_authorised(authorization: bytes) -> None:
+    """An empty bearer gets 401 with a real token set."""
+    assert await request_with_header(wrapped(health_token=TOKEN), authorization) == 401
+
+
+@pytest.mark.parametrize("token", ["", "  "])
+@pytest.mark.parametrize("authorization", [None, b"Bearer", b"Bearer ", b"Bearer   "])
+async def test_blank_token_that_bypassed_validation_opens_nothing(token: str, authorization: bytes | None) -> None:
+    """Defence in depth: settings built without validation (model_construct) with a blank token authorise nobody."""
+    settings = DiagSettings.model_construct(health_path="/healthz", health_token=SecretStr(token))
+    middleware = DiagnosticsMiddleware(app, settings=settings)
+    assert await request_with_header(middleware, authorization) == 401
+
+
+@pytest.mark.parametrize("blank_token", [False, True])
+async def test_empty_bearer_over_real_http_is_refused(blank_token: bool) -> None:
+    """Over a real server, "Authorization: Bearer " gets 401 and no report, even with a blank token set unvalidated."""
+    if blank_token:
+        settings = DiagSettings.model_construct(health_path="/healthz", health_token=SecretStr(""))
+        middleware = DiagnosticsMiddleware(app, settings=settings)
+    else:
+        middleware = wrapped(health_token=TOKEN)
+    async with run_server(middleware, "hypercorn") as url:
+        port = int(url.rsplit(":", 1)[1])
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer \r\nConnection: close\r\n\r\n")
+        response = await asyncio.wait_for(reader.read(), 10)
+        writer.close()
+        await writer.wait_closed()
+    assert response.startswith(b"HTTP/1.1 401")
+    assert b"healthy" not in response

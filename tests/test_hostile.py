@@ -16,8 +16,9 @@ from services import SilentListener
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from ws_diag import Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
+from ws_diag import Component, CustomComponent, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag.codes import MAX_REASON_BYTES, is_sendable_close_code
+from ws_diag.diagnosis import MAX_FRAME_BYTES
 from ws_diag.probes import CallableProbe, EnvProbe, PostgresProbe
 
 pytestmark = pytest.mark.asyncio
@@ -117,6 +118,37 @@ async def test_huge_details_are_bounded() -> None:
     assert code == 4004
     assert len(seen) < 4096
     assert json.loads(seen.split(b"Message Handler failure")[0])["error"]["details"]["truncated"] is True
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+@pytest.mark.parametrize("scheme", ["private", "legacy"])
+async def test_hostile_error_fields_fit_a_default_client(kind: str, scheme: str) -> None:
+    """Megabytes in every field of the error and a thousand suggestions reach a default client as one small frame."""
+    text = '\U0001f600\x00"' * 300_000
+    hostile = CustomComponent("hostile", text, 4100, description=text, suggestions=(text,) * 1000)
+    nested: dict[str, Any] = {"leaf": text}
+    for _ in range(200):
+        nested = {"a": nested}
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+        raise WebSocketComponentError(hostile, text, user_id=text, details=nested, root_cause=text)
+
+    middleware = DiagnosticsMiddleware(app, settings=DiagSettings(code_scheme=scheme, expose_details=True))
+    async with (
+        run_server(middleware, kind) as url,
+        connect(url, open_timeout=TIMEOUT, close_timeout=TIMEOUT) as ws,  # default max_size: 1 MiB
+    ):
+        await ws.send("hi")
+        raw = await asyncio.wait_for(ws.recv(), TIMEOUT)
+        with contextlib.suppress(ConnectionClosed):
+            await asyncio.wait_for(ws.recv(), TIMEOUT)
+    assert isinstance(raw, str)
+    assert len(raw.encode()) <= MAX_FRAME_BYTES
+    assert json.loads(raw)["error"]["code"] == 4100
+    assert ws.close_code == 4100
 
 
 @pytest.mark.parametrize(

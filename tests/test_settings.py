@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+from types import MappingProxyType
+
 import pydantic
 import pytest
 
-from ws_diag import DiagSettings
+from ws_diag import DiagnosticsMiddleware, DiagSettings
+from ws_diag.settings import load_settings
 
 
 def test_defaults() -> None:
@@ -74,3 +78,127 @@ def test_settings_are_immutable() -> None:
     settings = DiagSettings()
     with pytest.raises(pydantic.ValidationError):
         settings.probe_timeout = 5  # type: ignore[misc]
+
+
+def test_load_settings_returns_settings_as_given() -> None:
+    """A DiagSettings passes through load_settings unchanged (the same object)."""
+    settings = DiagSettings(probe_timeout=0.5)
+    assert load_settings(settings) is settings
+
+
+def test_load_settings_builds_from_a_mapping(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A mapping becomes DiagSettings(**mapping); fields it leaves out still come from WS_DIAG_* variables."""
+    monkeypatch.setenv("WS_DIAG_CACHE_TTL", "7")
+    settings = load_settings(MappingProxyType({"probe_timeout": 0.5}))
+    assert isinstance(settings, DiagSettings)
+    assert (settings.probe_timeout, settings.cache_ttl) == (0.5, 7.0)
+
+
+def test_load_settings_reads_the_environment_for_none(monkeypatch: pytest.MonkeyPatch) -> None:
+    """None means every field from WS_DIAG_* variables."""
+    monkeypatch.setenv("WS_DIAG_CODE_SCHEME", "legacy")
+    assert load_settings(None).code_scheme == "legacy"
+
+
+@pytest.mark.parametrize("value", [5, "probe_timeout=0.5", [("probe_timeout", 0.5)], object()])
+def test_load_settings_refuses_other_types(caplog: pytest.LogCaptureFixture, value: object) -> None:
+    """Anything but DiagSettings, a mapping or None is a TypeError that says what is expected, logged at ERROR."""
+    caplog.set_level(logging.ERROR, logger="ws_diag")
+    with pytest.raises(TypeError, match="settings must be a DiagSettings, a mapping of its fields or None") as info:
+        load_settings(value)  # type: ignore[arg-type]
+    assert info.value.__cause__ is None
+    assert [r.levelno for r in caplog.records if r.name == "ws_diag"] == [logging.ERROR]
+
+
+def test_load_settings_refuses_non_string_keys() -> None:
+    """A mapping key that is not a field name is a TypeError naming the key."""
+    with pytest.raises(TypeError, match="keys must be field names"):
+        load_settings({1: 2})  # type: ignore[dict-item]
+
+
+def test_middleware_accepts_a_mapping_and_refuses_other_types() -> None:
+    """DiagnosticsMiddleware(settings=dict) works (it was an AttributeError); settings=5 is a TypeError."""
+
+    async def app(scope: object, receive: object, send: object) -> None:
+        """Never called."""
+
+    assert DiagnosticsMiddleware(app, settings={"probe_timeout": 0.5}).settings.probe_timeout == 0.5
+    with pytest.raises(TypeError, match="DiagSettings"):
+        DiagnosticsMiddleware(app, settings=5)  # type: ignore[arg-type]
+
+
+def test_bad_mapping_is_logged_naming_the_field(caplog: pytest.LogCaptureFixture) -> None:
+    """An invalid value in a mapping is logged at ERROR naming settings['field'], then raised unchanged."""
+    caplog.set_level(logging.ERROR, logger="ws_diag")
+    with pytest.raises(pydantic.ValidationError, match="probe_timeout") as info:
+        load_settings({"probe_timeout": -1})
+    assert info.value.__cause__ is None
+    (record,) = [r for r in caplog.records if r.name == "ws_diag"]
+    assert record.levelno == logging.ERROR
+    assert "settings['probe_timeout']" in record.getMessage()
+    assert record.ws_diag_event == "settings_invalid"  # type: ignore[attr-defined]
+
+
+def test_bad_environment_is_logged_naming_variable_and_field(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An invalid WS_DIAG_* value is logged at ERROR naming the variable and the field."""
+    monkeypatch.setenv("WS_DIAG_PROBE_TIMEOUT", "-1")
+    caplog.set_level(logging.ERROR, logger="ws_diag")
+    with pytest.raises(pydantic.ValidationError):
+        load_settings(None)
+    (record,) = [r for r in caplog.records if r.name == "ws_diag"]
+    assert "WS_DIAG_PROBE_TIMEOUT (probe_timeout)" in record.getMessage()
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "example"),
+    [
+        ("WS_DIAG_REQUIRED_ENV", "A", '\'["A","B"]\''),
+        ("WS_DIAG_REQUIRED_ENV", "A,B", '\'["A","B"]\''),
+        ("WS_DIAG_REQUIRED_ENV", '"A"', '\'["A","B"]\''),
+        ("WS_DIAG_REWRITE_CODES", "1011", "'[1011,1006]'"),
+        ("WS_DIAG_REWRITE_CODES", "{not json", "'[1011,1006]'"),
+        ("WS_DIAG_PROBE_PRIORITY", "database", '\'["database","redis"]\''),
+    ],
+)
+def test_list_settings_say_a_json_list_is_expected(
+    monkeypatch: pytest.MonkeyPatch, variable: str, value: str, example: str
+) -> None:
+    """A list or set setting that is not a JSON list names the variable, says a JSON list is expected and shows one."""
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(pydantic.ValidationError) as info:
+        DiagSettings()
+    text = str(info.value)
+    assert "a JSON list is expected" in text
+    assert f"{variable}={example}" in text
+
+
+def test_list_settings_still_read_json_lists(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Valid JSON lists keep working from the environment, and lists keep working as arguments."""
+    monkeypatch.setenv("WS_DIAG_REQUIRED_ENV", '["A", "B"]')
+    monkeypatch.setenv("WS_DIAG_PROBE_PRIORITY", '["redis"]')
+    settings = DiagSettings()
+    assert (settings.required_env, settings.probe_priority) == (("A", "B"), ("redis",))
+    assert DiagSettings(rewrite_codes=[1011, 4000]).rewrite_codes == frozenset({1011, 4000})
+
+
+@pytest.mark.parametrize("token", ["", " ", "\t\n"])
+def test_blank_health_token_is_refused(token: str) -> None:
+    """An empty or blank health_token fails at construction, naming the field."""
+    with pytest.raises(pydantic.ValidationError, match="health_token must not be empty or blank"):
+        DiagSettings(health_path="/healthz", health_token=token)
+
+
+def test_blank_health_token_from_the_environment_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WS_DIAG_HEALTH_TOKEN set to an empty value fails too (it is not the same as unset)."""
+    monkeypatch.setenv("WS_DIAG_HEALTH_TOKEN", "")
+    with pytest.raises(pydantic.ValidationError, match="health_token"):
+        DiagSettings()
+
+
+def test_padded_health_token_is_refused_without_repeating_it() -> None:
+    """A token with surrounding whitespace could never be presented: refused, and the error does not show it."""
+    with pytest.raises(pydantic.ValidationError, match="health_token must not start or end with whitespace") as info:
+        DiagSettings(health_token=" s3cret-token\n")  # noqa: S106
+    assert "s3cret-token" not in str(info.value)

@@ -99,7 +99,31 @@ class Classifier:
         With a ``predicate``, the rule applies only to exceptions it accepts (for
         what a type cannot say, such as an ``OSError``'s errno or a port).
         Rules registered later for the same type are tried first.
+
+        Raises:
+            TypeError: ``exc_type`` is neither an exception class nor a dotted name,
+                ``outcome`` is neither a component nor :data:`CLIENT_GONE`, or
+                ``predicate`` is not callable.
         """
+        if isinstance(exc_type, str):
+            if not exc_type:
+                msg = "Classifier.register: exc_type must not be an empty name"
+                raise TypeError(msg)
+        elif not (isinstance(exc_type, type) and issubclass(exc_type, BaseException)):
+            msg = (
+                "Classifier.register: exc_type must be an exception class or its dotted name "
+                f"('module.QualName'), got {exc_type!r}"
+            )
+            raise TypeError(msg)
+        if outcome is not CLIENT_GONE and not all(hasattr(outcome, attribute) for attribute in ("key", "code")):
+            msg = (
+                "Classifier.register: outcome must be a Component member, a CustomComponent or CLIENT_GONE, "
+                f"got {type(outcome).__name__}"
+            )
+            raise TypeError(msg)
+        if predicate is not None and not callable(predicate):
+            msg = f"Classifier.register: predicate must be callable or None, got {type(predicate).__name__}"
+            raise TypeError(msg)
         rule = _Rule(outcome, predicate)
         if isinstance(exc_type, str):
             self._by_name.setdefault(exc_type, []).insert(0, rule)

@@ -14,7 +14,7 @@ from pydantic_settings import SettingsError
 
 from .codes import Component, wire_code
 from .health import validate_websocket_component_health
-from .settings import DiagSettings
+from .settings import DiagSettings, describe_settings_error
 
 __all__ = ["main"]
 
@@ -24,13 +24,10 @@ EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_CONFIG = 0, 1, 2
 def _settings_or_exit() -> DiagSettings:
     try:
         return DiagSettings()
-    except pydantic.ValidationError as exc:
-        print("ws-diag: invalid configuration:", file=sys.stderr)
-        for error in exc.errors():
-            name = ".".join(str(p) for p in error["loc"])
-            print(f"  WS_DIAG_{name.upper()}: {error['msg']}", file=sys.stderr)
-    except SettingsError as exc:  # a value that is not even parsable (bad JSON for a list)
-        print(f"ws-diag: invalid configuration: {exc}", file=sys.stderr)
+    except (pydantic.ValidationError, SettingsError) as exc:  # SettingsError: a source that cannot be read
+        # One line per invalid setting, naming its variable; never a traceback.
+        for line in describe_settings_error(exc):
+            print(f"ws-diag: invalid configuration: {line}", file=sys.stderr)
     raise SystemExit(EXIT_CONFIG)
 
 

@@ -298,6 +298,36 @@ def _check_private(key: str, field_name: str, code: int) -> None:
         raise ValueError(msg)
 
 
+def _check_field_types(component: CustomComponent) -> None:
+    """Raise a ``TypeError`` naming the first field of ``component`` given a value of the wrong type."""
+    expected: tuple[tuple[str, type, str], ...] = (
+        ("key", str, "a str"),
+        ("display_name", str, "a str"),
+        ("code", int, "an int"),
+        ("description", str, "a str"),
+        ("retryable", bool, "a bool"),
+        ("http_status", int, "an int"),
+        ("legacy_code", int, "an int"),
+    )
+    for name, kind, what in expected:
+        value = getattr(component, name)
+        # bool is an int subclass, but code=True is a mistake.
+        if not isinstance(value, kind) or (kind is int and isinstance(value, bool)):
+            msg = f"CustomComponent: {name} must be {what}, got {type(value).__name__}"
+            raise TypeError(msg)
+    suggestions = component.suggestions
+    # A lone string is iterable too: ("Check x") would become one suggestion per character.
+    if isinstance(suggestions, str | bytes) or not isinstance(suggestions, Iterable):
+        msg = f"CustomComponent: suggestions must be a tuple or list of str, got {type(suggestions).__name__}"
+        raise TypeError(msg)
+    suggestions = tuple(suggestions)
+    for item in suggestions:
+        if not isinstance(item, str):
+            msg = f"CustomComponent: suggestions must be a tuple or list of str, got an item of {type(item).__name__}"
+            raise TypeError(msg)
+    object.__setattr__(component, "suggestions", suggestions)
+
+
 @dataclass(frozen=True, slots=True)
 class CustomComponent:
     """A component of the user's own, with a private-use code in 4000-4999.
@@ -313,6 +343,7 @@ class CustomComponent:
         legacy_code: the code in the ``legacy`` scheme (also 4000-4999); defaults to ``code``.
 
     Raises:
+        TypeError: a field of the wrong type (``code="4100"``, ``suggestions="Check x"``), naming it.
         ValueError: a code outside 4000-4999 or reserved by ws_diag (4002-4011), a key of
             a built-in component, an empty key or display name, or a non-error HTTP status.
     """
@@ -327,6 +358,7 @@ class CustomComponent:
     legacy_code: int = field(default=0)
 
     def __post_init__(self) -> None:
+        _check_field_types(self)
         if not self.key or not self.display_name:
             msg = f"custom component needs a key and a display name, got {self.key!r}, {self.display_name!r}"
             raise ValueError(msg)
@@ -341,7 +373,6 @@ class CustomComponent:
             object.__setattr__(self, "legacy_code", self.code)
         else:
             _check_private(self.key, "legacy_code", self.legacy_code)
-        object.__setattr__(self, "suggestions", tuple(self.suggestions))
 
 
 def validate_components(components: Iterable[ComponentLike]) -> tuple[ComponentLike, ...]:

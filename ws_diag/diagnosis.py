@@ -13,13 +13,28 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
 from .codes import CodeScheme, ComponentLike, frame_code, truncate_reason
-from .redaction import MAX_DETAILS_BYTES, MAX_TEXT_CHARS, redact, redact_details, safe_str
+from .redaction import (
+    MAX_COMPONENT_BYTES,
+    MAX_DETAILS_BYTES,
+    MAX_FRAME_BYTES,
+    MAX_MESSAGE_BYTES,
+    MAX_ROOT_CAUSE_BYTES,
+    MAX_SUGGESTION_BYTES,
+    MAX_SUGGESTIONS,
+    MAX_TEXT_CHARS,
+    MAX_USER_ID_BYTES,
+    bound_text,
+    redact,
+    redact_details,
+    safe_str,
+)
 
 if TYPE_CHECKING:
     from .errors import WebSocketComponentError
 
 __all__ = [
     "MAX_DETAILS_BYTES",
+    "MAX_FRAME_BYTES",
     "MAX_TEXT_CHARS",
     "Diagnosis",
     "DiagnosisSource",
@@ -126,20 +141,37 @@ def _iso_millis(moment: datetime) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
 
 
+def _text(value: object) -> str:
+    return value if isinstance(value, str) else safe_str(value)
+
+
+def _suggestions(component: ComponentLike) -> list[str]:
+    suggestions = component.suggestions
+    if not isinstance(suggestions, tuple | list):
+        return []
+    return [bound_text(_text(item), MAX_SUGGESTION_BYTES) for item in suggestions[:MAX_SUGGESTIONS]]
+
+
 def build_frame(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details: bool) -> dict[str, Any]:
-    """The JSON diagnostic frame, as a dict (schema: ``ws_diag/schemas/frame.schema.json``)."""
+    """The JSON diagnostic frame, as a dict (schema: ``ws_diag/schemas/frame.schema.json``).
+
+    Every text is bounded (``MAX_*_BYTES`` in :mod:`ws_diag.redaction`) whatever the
+    app put into the error, so the serialised frame never exceeds ``MAX_FRAME_BYTES``.
+    """
     component = diagnosis.component
+    user_id = diagnosis.user_id
+    root_cause = diagnosis.root_cause_text() if expose_details else None
     return {
         "type": "error",
         "error": {
             "code": frame_code(component, code_scheme),
-            "component": component.display_name,
-            "message": redact(diagnosis.message),
-            "user_id": diagnosis.user_id,
+            "component": bound_text(_text(component.display_name), MAX_COMPONENT_BYTES),
+            "message": bound_text(redact(_text(diagnosis.message)), MAX_MESSAGE_BYTES),
+            "user_id": None if user_id is None else bound_text(_text(user_id), MAX_USER_ID_BYTES),
             "timestamp": _iso_millis(diagnosis.timestamp),
             "details": redact_details(diagnosis.details) if expose_details else None,
-            "root_cause": diagnosis.root_cause_text() if expose_details else None,
-            "suggestions": list(component.suggestions),
+            "root_cause": None if root_cause is None else bound_text(root_cause, MAX_ROOT_CAUSE_BYTES),
+            "suggestions": _suggestions(component),
             "incident_id": diagnosis.incident_id,
             "retryable": diagnosis.retryable,
         },

@@ -14,11 +14,16 @@ __all__ = ["serve_health"]
 
 
 def _authorised(scope: Scope, token: str) -> bool:
+    if not token.strip():  # settings refuse a blank token; should one get here anyway, it opens nothing
+        return False
+    expected = token.encode()
     for name, value in scope.get("headers", ()):
         if name.lower() == b"authorization":
             scheme, _, credentials = value.partition(b" ")
+            credentials = credentials.strip()
             # RFC 9110: the scheme is case-insensitive; the token is compared in constant time.
-            return scheme.lower() == b"bearer" and hmac.compare_digest(credentials.strip(), token.encode())
+            # Empty credentials are refused before any comparison.
+            return scheme.lower() == b"bearer" and bool(credentials) and hmac.compare_digest(credentials, expected)
     return False
 
 
@@ -40,7 +45,8 @@ async def serve_health(
 ) -> None:
     """Answer one request: 200 with the report when healthy, 503 when not.
 
-    401 without a valid bearer token (when ``health_token`` is set), 405 for
+    401 without a valid bearer token (when ``health_token`` is set; empty
+    credentials never match, even a blank token that bypassed validation), 405 for
     methods other than GET and HEAD. The report's error texts follow
     ``expose_details``.
     """

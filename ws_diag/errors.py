@@ -9,6 +9,27 @@ from .codes import CodeScheme, Component, ComponentLike
 
 __all__ = ["ErrorOptions", "WebSocketComponentError"]
 
+# The attributes of the ComponentLike protocol: a component is checked where it is passed.
+_COMPONENT_ATTRIBUTES = (
+    "key",
+    "display_name",
+    "code",
+    "legacy_code",
+    "description",
+    "suggestions",
+    "retryable",
+    "http_status",
+)
+_NONE = type(None)
+
+
+def _check_arguments(**arguments: tuple[object, tuple[type, ...], str]) -> None:
+    """Raise a ``TypeError`` naming the first argument whose value is not of its expected types."""
+    for name, (value, expected, what) in arguments.items():
+        if not isinstance(value, expected):
+            msg = f"WebSocketComponentError: {name} must be {what}, got {type(value).__name__}"
+            raise TypeError(msg)
+
 
 class ErrorOptions(TypedDict, total=False):
     """Keyword arguments shared by the ``*_failure`` factories."""
@@ -34,6 +55,10 @@ class WebSocketComponentError(Exception):
         details: extra JSON-serialisable data.
         root_cause: the underlying cause, an exception or a text.
         retryable: overrides the component's default.
+
+    Raises:
+        TypeError: an argument of the wrong type (``message=123``, ``details=[1]``,
+            ``retryable="yes"``, a component given as a string), naming the argument.
     """
 
     def __init__(
@@ -46,6 +71,20 @@ class WebSocketComponentError(Exception):
         root_cause: BaseException | str | None = None,
         retryable: bool | None = None,
     ) -> None:
+        # Checked here, where the mistake is made, not when the frame is built (a bare 1011).
+        if not all(hasattr(component, attribute) for attribute in _COMPONENT_ATTRIBUTES):
+            msg = (
+                "WebSocketComponentError: component must be a Component member or a CustomComponent, "
+                f"got {type(component).__name__}"
+            )
+            raise TypeError(msg)
+        _check_arguments(
+            message=(message, (str, _NONE), "a str or None"),
+            user_id=(user_id, (str, _NONE), "a str or None"),
+            details=(details, (Mapping, _NONE), "a mapping (dict) or None"),
+            root_cause=(root_cause, (BaseException, str, _NONE), "an exception, a str or None"),
+            retryable=(retryable, (bool, _NONE), "a bool or None"),
+        )
         self.component = component
         self.message = message if message else component.description
         self.user_id = user_id

@@ -12,8 +12,8 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .classify import Classifier
@@ -33,7 +33,7 @@ from .responder import (
     repaired_code,
     send_close,
 )
-from .settings import DiagSettings
+from .settings import DiagSettings, load_settings
 
 __all__ = ["SCOPE_KEY", "DiagnosticsMiddleware"]
 
@@ -69,7 +69,8 @@ class DiagnosticsMiddleware:
 
     Args:
         app: the ASGI application to wrap.
-        settings: the settings; read from ``WS_DIAG_*`` environment variables when omitted.
+        settings: a :class:`DiagSettings`, a mapping of its fields, or omitted to read ``WS_DIAG_*``
+            variables (see :func:`~ws_diag.settings.load_settings`; ``TypeError`` for anything else).
         probes: health probes consulted when a failure names no component.
         classifier: exception-type rules; the built-in ones when omitted.
         components: custom components the app uses, checked for clashing keys and codes.
@@ -84,7 +85,7 @@ class DiagnosticsMiddleware:
         self,
         app: ASGIApp,
         *,
-        settings: DiagSettings | None = None,
+        settings: DiagSettings | Mapping[str, Any] | None = None,
         probes: Iterable[Probe] = (),
         checker: HealthChecker | None = None,
         classifier: Classifier | None = None,
@@ -94,7 +95,7 @@ class DiagnosticsMiddleware:
         listeners: Iterable[ConnectionListener] = (),
     ) -> None:
         self.app = app
-        self.settings = settings = settings if settings is not None else DiagSettings()
+        self.settings = settings = load_settings(settings)
         self.components = validate_components(components)
         self.classifier = classifier if classifier is not None else Classifier()
         if checker is None:

@@ -12,13 +12,44 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-__all__ = ["MAX_DETAILS_BYTES", "MAX_TEXT_CHARS", "redact", "redact_details", "safe_str"]
+__all__ = [
+    "MAX_COMPONENT_BYTES",
+    "MAX_DETAILS_BYTES",
+    "MAX_DETAILS_DEPTH",
+    "MAX_FRAME_BYTES",
+    "MAX_MESSAGE_BYTES",
+    "MAX_ROOT_CAUSE_BYTES",
+    "MAX_SUGGESTIONS",
+    "MAX_SUGGESTION_BYTES",
+    "MAX_TEXT_CHARS",
+    "MAX_USER_ID_BYTES",
+    "bound_text",
+    "redact",
+    "redact_details",
+    "safe_str",
+]
 
 # Texts longer than this are cut: nothing longer is ever sent or logged by ws_diag.
 MAX_TEXT_CHARS = 2048
 # A frame must stay small enough to be cheap for every client; details beyond
 # this are replaced by a marker rather than sent.
 MAX_DETAILS_BYTES = 2048
+# Details nested deeper than this are replaced by a marker (and cannot exhaust the stack).
+MAX_DETAILS_DEPTH = 16
+
+# Bounds of the frame's client-visible texts, in bytes of their JSON form as sent
+# (quotes included; the frame escapes non-ASCII, up to 12 bytes per character).
+# Whatever the app puts into an error, a frame stays within MAX_FRAME_BYTES (the
+# bounds add up to about 11 KiB with the fixed fields), far below a default
+# client's max_size (websockets: 1 MiB).
+MAX_MESSAGE_BYTES = 2048
+MAX_ROOT_CAUSE_BYTES = 2048
+MAX_USER_ID_BYTES = 256
+MAX_COMPONENT_BYTES = 128
+MAX_SUGGESTIONS = 8
+MAX_SUGGESTION_BYTES = 512
+MAX_FRAME_BYTES = 16 * 1024
+_ELLIPSIS = "…"
 # Redaction runs on a window this much wider than the cut, so that a credential
 # straddling the cut is recognised whole and no prefix of it survives.
 _WINDOW = 1500
@@ -75,21 +106,58 @@ def safe_str(value: object) -> str:
         return f"<unprintable {type(value).__name__}>"
 
 
-def _walk(value: Any) -> Any:
+def _json_size(text: str) -> int:
+    return len(json.dumps(text))
+
+
+def bound_text(text: str, max_bytes: int) -> str:
+    """``text`` cut so that its JSON string (ASCII-escaped, quotes included) takes at most ``max_bytes``.
+
+    A cut is marked with an ellipsis and never splits a character; lone
+    surrogates are replaced by U+FFFD, so the text is always valid UTF-8.
+    """
+    # Every character takes at least one byte: nothing beyond max_bytes characters can fit,
+    # so a megabyte of text costs no more than a short one.
+    cut = len(text) > max_bytes
+    if cut:
+        text = text[:max_bytes]
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # pairs written as two surrogates are joined, lone ones replaced
+        text = text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    if not cut and _json_size(text) <= max_bytes:
+        return text
+    low, high = 0, len(text)
+    while low < high:  # the longest prefix that fits with the ellipsis
+        middle = (low + high + 1) // 2
+        if _json_size(text[:middle] + _ELLIPSIS) <= max_bytes:
+            low = middle
+        else:
+            high = middle - 1
+    return text[:low] + _ELLIPSIS
+
+
+def _walk(value: Any, depth: int = 0) -> Any:
+    if depth > MAX_DETAILS_DEPTH and isinstance(value, dict | list):
+        return _ELLIPSIS
     if isinstance(value, str):
         return redact(value)
     if isinstance(value, dict):
-        return {k: "***" if _SECRET_KEY.search(k) else _walk(v) for k, v in value.items()}
+        return {k: "***" if _SECRET_KEY.search(k) else _walk(v, depth + 1) for k, v in value.items()}
     if isinstance(value, list):
         # [("password", "x")] pairs: a secret-named first item masks the second.
         if len(value) == 2 and isinstance(value[0], str) and _SECRET_KEY.search(value[0]):
             return [value[0], "***"]
-        return [_walk(v) for v in value]
+        return [_walk(v, depth + 1) for v in value]
     return value
 
 
 def redact_details(details: Mapping[str, Any]) -> dict[str, Any] | None:
     """``details`` made safe to send: JSON only, redacted, at most :data:`MAX_DETAILS_BYTES`.
+
+    Containers nested deeper than :data:`MAX_DETAILS_DEPTH` become ``"…"``; details
+    too large are replaced by ``{"truncated": true, "size": <bytes>}``, details that
+    are not JSON (NaN, circular) by ``{"unserialisable": true}``.
 
     Everything is turned into JSON first (``str()`` for the rest), so bytes,
     exceptions and objects are redacted as the text they would be sent as.
@@ -97,11 +165,19 @@ def redact_details(details: Mapping[str, Any]) -> dict[str, Any] | None:
     if not details:
         return None
     try:
-        encoded = json.dumps(details, default=safe_str)
+        # allow_nan=False: NaN and Infinity are not JSON, and a browser's JSON.parse rejects them.
+        encoded = json.dumps(details, default=safe_str, allow_nan=False)
     except (TypeError, ValueError, RecursionError):
         return {"unserialisable": True}
     # Size first: redacting megabytes only to throw them away would be wasted work.
     if len(encoded) > MAX_DETAILS_BYTES:
         return {"truncated": True, "size": len(encoded)}
-    redacted: dict[str, Any] = _walk(json.loads(encoded))
+    try:
+        redacted: dict[str, Any] = _walk(json.loads(encoded))
+    except RecursionError:  # parsing recurses as deep as the encoder did, from a deeper stack
+        return {"unserialisable": True}
+    # Masking can lengthen short values ({"token": 1} -> {"token": "***"}): measure again.
+    size = len(json.dumps(redacted))
+    if size > MAX_DETAILS_BYTES:
+        return {"truncated": True, "size": size}
     return redacted

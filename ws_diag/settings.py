@@ -2,28 +2,54 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+import json
+import logging
+from collections.abc import Mapping
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+import pydantic
+from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from .codes import CLOSE_INTERNAL_ERROR, DEFAULT_PRIORITY
 
-__all__ = ["DiagSettings", "PreacceptMode"]
+__all__ = ["ENV_PREFIX", "DiagSettings", "PreacceptMode", "describe_settings_error", "load_settings"]
+
+logger = logging.getLogger("ws_diag")
+
+ENV_PREFIX = "WS_DIAG_"
 
 PreacceptMode = Literal["accept_close", "http_denial", "passthrough"]
 
 _Seconds = Annotated[float, Field(gt=0, le=300, allow_inf_nan=False)]
+
+# List and set fields are parsed by their own validator (NoDecode), so that a value
+# that is not a JSON list gets an answer that says so, with an example.
+_LIST_EXAMPLES = {
+    "rewrite_codes": "[1011,1006]",
+    "required_env": '["A","B"]',
+    "probe_priority": '["database","redis"]',
+}
+# How much of a rejected value an error message repeats.
+_SHOWN_CHARS = 40
 
 
 class DiagSettings(BaseSettings):
     """ws_diag's settings; every field can be set as ``WS_DIAG_<FIELD>``.
 
     Invalid values raise ``pydantic.ValidationError`` (a ``ValueError``) at
-    construction, naming the field. The object is immutable.
+    construction, naming the field and never repeating the value. List fields
+    are read from the environment as JSON lists (``WS_DIAG_REQUIRED_ENV='["A","B"]'``).
+    The object is immutable.
     """
 
-    model_config = SettingsConfigDict(env_prefix="WS_DIAG_", frozen=True, extra="forbid")
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        frozen=True,
+        extra="forbid",
+        # Errors never repeat a rejected value: it may be a token or a DSN.
+        hide_input_in_errors=True,
+    )
 
     code_scheme: Literal["private", "legacy"] = Field(
         "private", description="Codes in the JSON frame: 'private' (4000-4999) or 'legacy' (1002-1010)."
@@ -41,7 +67,7 @@ class DiagSettings(BaseSettings):
     send_timeout: _Seconds = Field(
         1.0, description="Deadline for delivering the frame and the close to a slow client, seconds."
     )
-    rewrite_codes: frozenset[int] = Field(
+    rewrite_codes: Annotated[frozenset[int], NoDecode] = Field(
         frozenset({CLOSE_INTERNAL_ERROR}),
         description="Close codes sent by the app that are diagnosed and rewritten.",
     )
@@ -55,19 +81,53 @@ class DiagSettings(BaseSettings):
         None, description="When set, a PostgresProbe named 'database' is built from it."
     )
     redis_url: SecretStr | None = Field(None, description="When set, a RedisProbe named 'redis' is built from it.")
-    required_env: tuple[str, ...] = Field(
+    required_env: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Environment variables that must be set; an EnvProbe named 'environment' checks them."
     )
     refresh_interval: float | None = Field(
         None, gt=0, le=3600, allow_inf_nan=False, description="Refresh probe results in the background, seconds."
     )
-    probe_priority: tuple[str, ...] = Field(
+    probe_priority: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_PRIORITY, description="Probe names or component keys blamed first when several fail."
     )
     health_path: str | None = Field(None, description="Answer GET on this HTTP path with the health report.")
     health_token: SecretStr | None = Field(
-        None, description="Require 'Authorization: Bearer <token>' on the health endpoint."
+        None,
+        description="Require 'Authorization: Bearer <token>' on the health endpoint; "
+        "never blank, no surrounding whitespace.",
     )
+
+    @field_validator("rewrite_codes", "required_env", "probe_priority", mode="before")
+    @classmethod
+    def _json_list(cls, value: object, info: ValidationInfo) -> object:
+        if not isinstance(value, str):
+            return value
+        name = info.field_name or ""
+        try:
+            parsed = json.loads(value)
+        except ValueError:
+            parsed = None
+        if not isinstance(parsed, list):
+            shown = value[:_SHOWN_CHARS] + ("..." if len(value) > _SHOWN_CHARS else "")
+            example = _LIST_EXAMPLES.get(name, "[...]")
+            msg = f"a JSON list is expected, e.g. {_env_name(name)}='{example}', got {shown!r}"
+            raise ValueError(msg)
+        return parsed
+
+    @field_validator("health_token")
+    @classmethod
+    def _token_is_usable(cls, token: SecretStr | None) -> SecretStr | None:
+        # An empty token would let an empty bearer read the report; one with
+        # surrounding whitespace could never be presented (headers are stripped).
+        if token is not None:
+            secret = token.get_secret_value()
+            if not secret.strip():
+                msg = "health_token must not be empty or blank; leave it unset to serve the report without a token"
+                raise ValueError(msg)
+            if secret != secret.strip():
+                msg = "health_token must not start or end with whitespace (a client could never present it)"
+                raise ValueError(msg)
+        return token
 
     @field_validator("health_path")
     @classmethod
@@ -94,3 +154,84 @@ class DiagSettings(BaseSettings):
             msg = f"close codes must be within 1000-4999, got {bad}"
             raise ValueError(msg)
         return codes
+
+
+def _env_name(field: str) -> str:
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+def describe_settings_error(
+    exc: pydantic.ValidationError | SettingsError, given: Mapping[str, Any] | None = None
+) -> list[str]:
+    """One line per invalid setting, naming where it came from and what is wrong.
+
+    A field passed in ``given`` is named as ``settings['field']``, any other as
+    its ``WS_DIAG_<FIELD>`` variable and its field name. Values are never
+    repeated (a DSN or token could be among them), except where a validator
+    quotes a non-secret one (a list that is not JSON).
+    """
+    if isinstance(exc, SettingsError):  # a source that could not be read at all
+        return [str(exc)]
+    given = given or {}
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        loc = error["loc"]
+        field = str(loc[0]) if loc else ""
+        where = ".".join(str(part) for part in loc[1:])
+        if field in given or field not in DiagSettings.model_fields:
+            source = f"settings[{field!r}]" if field in given else repr(field)
+        else:
+            source = f"{_env_name(field)} ({field})"
+        ctx = error.get("ctx", {})
+        text = str(ctx["error"]) if error["type"] == "value_error" and "error" in ctx else error["msg"]
+        lines.append(f"{source}{'[' + where + ']' if where else ''}: {text}")
+    return lines
+
+
+def load_settings(value: DiagSettings | Mapping[str, Any] | None = None) -> DiagSettings:
+    """The settings ``DiagnosticsMiddleware(settings=...)`` was given, as a :class:`DiagSettings`.
+
+    Args:
+        value: a :class:`DiagSettings` (used as is), a mapping of its fields
+            (``{"probe_timeout": 0.5}``; fields it leaves out are read from
+            ``WS_DIAG_*`` variables), or ``None`` (everything from the environment).
+
+    Raises:
+        TypeError: ``value`` is none of these, or a mapping key is not a string.
+        pydantic.ValidationError: a value is invalid (a ``ValueError``; the error names the field).
+        pydantic_settings.SettingsError: a ``WS_DIAG_*`` source could not be read.
+
+    Every failure is also logged at ERROR on the ``ws_diag`` logger, naming the
+    field and its ``WS_DIAG_*`` variable, before it is raised: a middleware
+    built lazily (Starlette's ``add_middleware`` builds it on the first lifespan
+    event, and uvicorn's ``--lifespan auto`` swallows errors raised there)
+    must still fail loudly.
+    """
+    if isinstance(value, DiagSettings):
+        return value
+    try:
+        if value is None:
+            return DiagSettings()
+        if not isinstance(value, Mapping):
+            msg = f"settings must be a DiagSettings, a mapping of its fields or None, got {type(value).__name__}"
+            raise TypeError(msg)
+        bad_keys = [key for key in value if not isinstance(key, str)]
+        if bad_keys:
+            msg = f"settings mapping keys must be field names (str), got {bad_keys[0]!r}"
+            raise TypeError(msg)
+        return DiagSettings(**value)
+    except (pydantic.ValidationError, SettingsError) as exc:
+        given = value if isinstance(value, Mapping) else {}
+        logger.error(
+            "invalid ws_diag settings, DiagnosticsMiddleware not built: %s",
+            "; ".join(describe_settings_error(exc, given)),
+            extra={"ws_diag_event": "settings_invalid"},
+        )
+        raise
+    except TypeError as exc:
+        logger.error(
+            "invalid ws_diag settings, DiagnosticsMiddleware not built: %s",
+            exc,
+            extra={"ws_diag_event": "settings_invalid"},
+        )
+        raise
