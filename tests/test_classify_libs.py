@@ -10,8 +10,6 @@ answers 429, 500 and 400. Every client has retries off and short timeouts.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -23,7 +21,7 @@ import psycopg
 import pytest
 import pytest_asyncio
 import sqlalchemy
-from servers import run_server
+from fake_http import fake_http, garbage_http
 from services import PostgresServer, SilentListener, free_port
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
@@ -52,51 +50,18 @@ def outcome(exc: BaseException, classifier: Classifier | None = None) -> Outcome
     return (classifier or Classifier()).classify(exc)
 
 
-# -- a local HTTP server: /status/N/... answers N with a JSON error body; /garbage answers junk
-
-
-async def _status_app(scope: dict[str, Any], receive: Any, send: Any) -> None:
-    """Answer ``/status/N/...`` with status N and an error body in the SDKs' shape."""
-    if scope["type"] == "lifespan":
-        while (await receive())["type"] != "lifespan.shutdown":
-            await send({"type": "lifespan.startup.complete"})
-        await send({"type": "lifespan.shutdown.complete"})
-        return
-    while (await receive()).get("more_body"):
-        pass
-    parts = scope["path"].split("/")
-    status = int(parts[2]) if len(parts) > 2 and parts[1] == "status" else 200
-    body = json.dumps({"type": "error", "error": {"type": "test_error", "message": "fake", "code": None}}).encode()
-    headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-    await send({"type": "http.response.start", "status": status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
-
-
 @pytest_asyncio.fixture
 async def http_server() -> AsyncIterator[str]:
-    """A real HTTP server (hypercorn) on loopback; yields ``http://host:port``."""
-    async with run_server(_status_app, "hypercorn") as url:
-        yield url.replace("ws://", "http://")
+    """A real HTTP server on loopback answering ``/status/N``; yields ``http://host:port``."""
+    async with fake_http() as server:
+        yield server.url
 
 
 @pytest_asyncio.fixture
 async def garbage_server() -> AsyncIterator[str]:
-    """A TCP server that answers any request with bytes that are not HTTP, then closes."""
-
-    async def answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        with contextlib.suppress(OSError):
-            await reader.readuntil(b"\r\n\r\n")
-            writer.write(b"NOT HTTP AT ALL\r\n\r\n")
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(answer, "127.0.0.1", 0)
-    port = server.sockets[0].getsockname()[1]
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.close()
-        await server.wait_closed()
+    """A TCP server that answers with bytes that are not HTTP."""
+    async with garbage_http() as url:
+        yield url
 
 
 def closed_port_url() -> str:
