@@ -10,6 +10,9 @@ answers 429, 500 and 400. Every client has retries off and short timeouts.
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -329,3 +332,21 @@ async def test_llm_component_is_configurable(sdk: str, http_server: str) -> None
     assert outcome(await raised(call(f"{http_server}/status/429")), classifier) is llm
     assert outcome(await raised(call(closed_port_url())), classifier) is llm
     assert outcome(await raised(lambda: httpx_get(closed_port_url())), classifier) is Component.INTEGRATION
+
+
+async def test_rules_and_probes_import_none_of_the_libraries() -> None:
+    """Importing ws_diag, its probes package and classifying imports none of the optional libraries."""
+    code = (
+        "import sys, ws_diag, ws_diag.probes\n"
+        "from ws_diag.classify import Classifier\n"
+        "from ws_diag import DiagSettings\n"
+        "Classifier().classify(ValueError())\n"
+        "ws_diag.probes.probes_from_settings(DiagSettings())\n"
+        "libs = ('sqlalchemy', 'psycopg', 'httpx', 'aiohttp', 'openai', 'anthropic', 'asyncpg', 'redis')\n"
+        "print(sorted(name for name in libs if name in sys.modules))\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith("WS_DIAG_")}
+    result = await asyncio.to_thread(
+        subprocess.run, [sys.executable, "-c", code], capture_output=True, text=True, timeout=60, env=env, check=True
+    )
+    assert result.stdout.strip() == "[]"
