@@ -99,6 +99,21 @@ async def test_sqlalchemy_stopped_then_restarted(engine: AsyncEngine, postgres: 
 
 
 @pytest.mark.asyncio
+async def test_sqlalchemy_restart_between_checks_is_not_a_false_alarm(
+    engine: AsyncEngine, postgres: PostgresServer
+) -> None:
+    """A restart between two checks leaves a dead pooled connection; the probe retries once and passes."""
+    probe = SQLAlchemyProbe(engine, timeout=DEADLINE * 3)
+    assert (await verdict(probe, DEADLINE * 6)).ok
+    assert engine.pool.checkedin() == 1  # type: ignore[attr-defined]
+    await postgres.astop()
+    await postgres.astart()
+    result = await verdict(probe, DEADLINE * 6)
+    assert result.ok, result.error
+    assert engine.pool.checkedout() == 0  # type: ignore[attr-defined]
+
+
+@pytest.mark.asyncio
 async def test_sqlalchemy_frozen_fails_at_the_deadline_without_leaking(
     engine: AsyncEngine, postgres: PostgresServer
 ) -> None:
@@ -141,8 +156,13 @@ async def test_sqlalchemy_sync_engine(postgres: PostgresServer) -> None:
 
 @pytest.mark.asyncio
 async def test_sqlalchemy_from_url_never_shows_the_password(postgres: PostgresServer) -> None:
-    """from_url works for async drivers; a wrong password fails without the password in the report or repr."""
-    assert (await verdict(SQLAlchemyProbe.from_url(sa_url(postgres, "asyncpg"), timeout=DEADLINE * 3))).ok
+    """from_url picks an async engine where the driver can; a wrong password fails and is never shown."""
+    for driver in DRIVERS:
+        probe = SQLAlchemyProbe.from_url(sa_url(postgres, driver), timeout=DEADLINE * 3)
+        assert isinstance(probe.engine, AsyncEngine)
+        assert (await verdict(probe)).ok
+        await probe.engine.dispose()
+    assert isinstance(SQLAlchemyProbe.from_url("sqlite://").engine, sqlalchemy.Engine)
     bad = sa_url(postgres, "psycopg").replace(PostgresServer.password, "Wr0ng-Secret-42")
     probe = SQLAlchemyProbe.from_url(bad, timeout=DEADLINE * 3)
     checker = HealthChecker([probe], timeout=DEADLINE * 6)

@@ -76,18 +76,21 @@ class SQLAlchemyProbe:
     def from_url(cls, url: str, **options: Any) -> SQLAlchemyProbe:
         """A probe with an engine of its own for ``url`` (no pooling: one connection per check).
 
-        An async driver (``postgresql+asyncpg://``, ``postgresql+psycopg://``, ...)
-        gets an ``AsyncEngine``, a sync-only one an ``Engine``. ``options`` are
-        the constructor's keyword arguments.
+        A driver with asyncio support (``postgresql+asyncpg://``,
+        ``postgresql+psycopg://``, ...) gets an ``AsyncEngine``, a sync-only one
+        (``sqlite://``) an ``Engine``. ``options`` are the constructor's keyword
+        arguments.
 
         Raises:
             sqlalchemy.exc.ArgumentError: ``url`` is not a database URL.
             ImportError: the URL's driver is not installed.
         """
         parsed = sqlalchemy.make_url(url)
-        if parsed.get_dialect().is_async:
-            return cls(create_async_engine(parsed, poolclass=NullPool), **options)
-        return cls(sqlalchemy.create_engine(parsed, poolclass=NullPool), **options)
+        try:
+            engine: AsyncEngine | sqlalchemy.Engine = create_async_engine(parsed, poolclass=NullPool)
+        except sqlalchemy.exc.InvalidRequestError:  # "The asyncio extension requires an async driver"
+            engine = sqlalchemy.create_engine(parsed, poolclass=NullPool)
+        return cls(engine, **options)
 
     def __repr__(self) -> str:
         return f"SQLAlchemyProbe(name={self.name!r}, url={self.engine.url.render_as_string(hide_password=True)!r})"
