@@ -41,23 +41,97 @@ class _Rule:
     predicate: Predicate | None
 
 
+# SQLSTATE classes (or full codes) that mean the server or the connection to it is
+# unavailable, the same set the asyncpg rules name: 08 connection exception,
+# 28 invalid authorisation, 53 insufficient resources, 57 operator intervention
+# (shutdown, cancel), 25006 read-only transaction (a replica or a failover).
+_PG_UNAVAILABLE_SQLSTATES = ("08", "28", "53", "57", "25006")
+
+
+def _pg_unavailable(sqlstate: object) -> bool:
+    return isinstance(sqlstate, str) and sqlstate.startswith(_PG_UNAVAILABLE_SQLSTATES)
+
+
+def _psycopg_unavailable(exc: BaseException) -> bool:
+    # psycopg 3 raises client-side failures (refused, lost, closed connection) with no
+    # SQLSTATE; server-sent OperationalErrors also cover serialization failures and
+    # deadlocks (class 40), which are the application's to retry.
+    sqlstate = getattr(exc, "sqlstate", None)
+    return sqlstate is None or _pg_unavailable(sqlstate)
+
+
+def _sqlalchemy_unavailable(exc: BaseException) -> bool:
+    # SQLAlchemy's own verdict (its dialect's is_disconnect) first, then the driver's
+    # original: a socket error or a connection-level SQLSTATE. Anything else falls
+    # through to the original's own rule (the classifier walks __cause__).
+    if getattr(exc, "connection_invalidated", False):
+        return True
+    orig = getattr(exc, "orig", None)
+    return isinstance(orig, OSError) or _pg_unavailable(getattr(orig, "sqlstate", None))
+
+
+_SERVER_ERROR_STATUSES = range(500, 600)
+
+
+def _http_status_5xx(status: object) -> bool:
+    return isinstance(status, int) and status in _SERVER_ERROR_STATUSES
+
+
+def _httpx_status_5xx(exc: BaseException) -> bool:
+    # raise_for_status(): a 5xx is the dependency failing, a 4xx is our request's fault.
+    return _http_status_5xx(getattr(getattr(exc, "response", None), "status_code", None))
+
+
+def _aiohttp_status_5xx(exc: BaseException) -> bool:
+    return _http_status_5xx(getattr(exc, "status", None))
+
+
+class _LLM(enum.Enum):
+    """Placeholder outcome of the LLM SDK rules: the classifier's ``llm_component``."""
+
+    LLM = "llm"
+
+
+_LLM_ERRORS = ("APIConnectionError", "RateLimitError", "InternalServerError")  # APITimeoutError is a connection error
+
 # Only errors that mean the dependency itself is unavailable: a unique violation,
-# a syntax error or a WRONGTYPE reply is the application's bug, not the database's.
-_BUILTIN_NAMED_RULES: dict[str, Outcome] = {
-    "asyncpg.exceptions.PostgresConnectionError": Component.DATABASE,
-    "asyncpg.exceptions.InsufficientResourcesError": Component.DATABASE,
-    "asyncpg.exceptions.OperatorInterventionError": Component.DATABASE,
-    "asyncpg.exceptions.InvalidAuthorizationSpecificationError": Component.DATABASE,
-    "asyncpg.exceptions.ReadOnlySQLTransactionError": Component.DATABASE,
-    "asyncpg.exceptions._base.InterfaceError": Component.DATABASE,
-    "redis.exceptions.ConnectionError": Component.REDIS,
-    "redis.exceptions.TimeoutError": Component.REDIS,
-    "redis.exceptions.ReadOnlyError": Component.REDIS,
-    "redis.exceptions.ClusterDownError": Component.REDIS,
-    "redis.exceptions.TryAgainError": Component.REDIS,
-    "starlette.websockets.WebSocketDisconnect": CLIENT_GONE,
-    "uvicorn.protocols.utils.ClientDisconnected": CLIENT_GONE,
-}
+# a syntax error, a WRONGTYPE reply or an HTTP 4xx is the application's bug.
+_BUILTIN_NAMED_RULES: tuple[tuple[str, Outcome | _LLM, Predicate | None], ...] = (
+    ("asyncpg.exceptions.PostgresConnectionError", Component.DATABASE, None),
+    ("asyncpg.exceptions.InsufficientResourcesError", Component.DATABASE, None),
+    ("asyncpg.exceptions.OperatorInterventionError", Component.DATABASE, None),
+    ("asyncpg.exceptions.InvalidAuthorizationSpecificationError", Component.DATABASE, None),
+    ("asyncpg.exceptions.ReadOnlySQLTransactionError", Component.DATABASE, None),
+    ("asyncpg.exceptions._base.InterfaceError", Component.DATABASE, None),
+    ("psycopg.OperationalError", Component.DATABASE, _psycopg_unavailable),
+    ("psycopg.errors.ReadOnlySqlTransaction", Component.DATABASE, None),
+    ("sqlalchemy.exc.DBAPIError", Component.DATABASE, _sqlalchemy_unavailable),
+    ("sqlalchemy.exc.DisconnectionError", Component.DATABASE, None),
+    ("sqlalchemy.exc.TimeoutError", Component.DATABASE, None),  # the pool's checkout timeout
+    ("redis.exceptions.ConnectionError", Component.REDIS, None),
+    ("redis.exceptions.TimeoutError", Component.REDIS, None),
+    ("redis.exceptions.ReadOnlyError", Component.REDIS, None),
+    ("redis.exceptions.ClusterDownError", Component.REDIS, None),
+    ("redis.exceptions.TryAgainError", Component.REDIS, None),
+    ("httpx.TimeoutException", Component.INTEGRATION, None),
+    ("httpx.NetworkError", Component.INTEGRATION, None),
+    ("httpx.RemoteProtocolError", Component.INTEGRATION, None),
+    ("httpx.ProxyError", Component.INTEGRATION, None),
+    ("httpx.HTTPStatusError", Component.INTEGRATION, _httpx_status_5xx),
+    ("aiohttp.client_exceptions.ClientConnectionError", Component.INTEGRATION, None),
+    ("aiohttp.client_exceptions.ClientPayloadError", Component.INTEGRATION, None),
+    ("aiohttp.client_exceptions.ClientResponseError", Component.INTEGRATION, _aiohttp_status_5xx),
+    # The SDKs re-export their errors at the top level; older releases leave
+    # __module__ at the private module, so both spellings are named.
+    *(
+        (f"{module}.{name}", _LLM.LLM, None)
+        for package in ("openai", "anthropic")
+        for module in (package, f"{package}._exceptions")
+        for name in _LLM_ERRORS
+    ),
+    ("starlette.websockets.WebSocketDisconnect", CLIENT_GONE, None),
+    ("uvicorn.protocols.utils.ClientDisconnected", CLIENT_GONE, None),
+)
 
 
 def _name(cls: type) -> str:
@@ -67,25 +141,51 @@ def _name(cls: type) -> str:
 class Classifier:
     """Maps exception types to components.
 
-    The built-in rules map asyncpg's connection, resource, operator-intervention,
-    authorisation and interface errors to DATABASE, redis-py's connection,
-    timeout, read-only and cluster-down errors to REDIS (query errors and error
-    replies stay unclassified: they are the application's bugs), and Starlette's
-    ``WebSocketDisconnect`` and uvicorn's ``ClientDisconnected`` to
-    :data:`CLIENT_GONE`. Plain ``OSError`` and ``TimeoutError`` are left
-    unclassified on purpose: they do not say which dependency timed out, so the
-    health probes decide.
+    The built-in rules (by dotted name, so none of these packages is imported)
+    name only errors that mean a dependency is unavailable; query errors, error
+    replies and HTTP 4xx stay unclassified, they are the application's bugs:
+
+    - DATABASE: asyncpg's connection, resource, operator-intervention,
+      authorisation and interface errors; psycopg 3's ``OperationalError`` when it
+      has no SQLSTATE (refused, lost or closed connection) or a connection-level
+      one (classes 08, 28, 53, 57, and 25006 read-only), not serialization
+      failures or deadlocks (class 40); SQLAlchemy's ``DBAPIError`` family when
+      SQLAlchemy invalidated the connection (``connection_invalidated``) or the
+      driver's original (``orig``) is an ``OSError`` or carries such a SQLSTATE,
+      its ``DisconnectionError`` and its pool's ``TimeoutError``.
+    - REDIS: redis-py's connection, timeout, read-only and cluster-down errors.
+    - INTEGRATION: httpx's timeouts, network errors, ``RemoteProtocolError`` and
+      ``ProxyError``; aiohttp's ``ClientConnectionError`` family (refused, reset,
+      disconnected, connect and socket-read timeouts) and ``ClientPayloadError``;
+      ``httpx.HTTPStatusError`` and ``aiohttp.ClientResponseError`` (from
+      ``raise_for_status()``) only for a 5xx: a dependency's 5xx is its failure,
+      a 4xx is our request's.
+    - ``llm_component`` (INTEGRATION by default): the OpenAI and Anthropic SDKs'
+      ``APIConnectionError`` (``APITimeoutError`` included), ``RateLimitError``
+      (429) and ``InternalServerError`` (5xx, Anthropic's 529 overloaded included).
+    - :data:`CLIENT_GONE`: Starlette's ``WebSocketDisconnect`` and uvicorn's
+      ``ClientDisconnected``.
+
+    Plain ``OSError`` and ``TimeoutError`` are left unclassified on purpose: they
+    do not say which dependency failed, so the health probes decide. (SQLAlchemy
+    over asyncpg lets asyncpg's ``ConnectionRefusedError`` through unwrapped when
+    a new connection is refused, and aiohttp's ``ClientTimeout(total=...)`` raises
+    a plain ``TimeoutError``: both are left to the probes.)
 
     Args:
         builtin_rules: start with the built-in rules (default ``True``).
+        llm_component: where the LLM SDK rules point (default
+            ``Component.INTEGRATION``); e.g. a custom "LLM provider" component.
     """
 
-    def __init__(self, *, builtin_rules: bool = True) -> None:
+    def __init__(self, *, builtin_rules: bool = True, llm_component: ComponentLike = Component.INTEGRATION) -> None:
         self._by_type: dict[type[BaseException], list[_Rule]] = {}
         self._by_name: dict[str, list[_Rule]] = {}
+        self.llm_component = llm_component
         if builtin_rules:
-            for name, outcome in _BUILTIN_NAMED_RULES.items():
-                self._by_name[name] = [_Rule(outcome, None)]
+            for name, outcome, predicate in _BUILTIN_NAMED_RULES:
+                resolved = llm_component if outcome is _LLM.LLM else outcome
+                self._by_name.setdefault(name, []).append(_Rule(resolved, predicate))
 
     def register(
         self,

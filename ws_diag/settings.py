@@ -8,12 +8,12 @@ from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 import pydantic
-from pydantic import Field, SecretStr, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from .codes import CLOSE_INTERNAL_ERROR, DEFAULT_PRIORITY
+from .codes import CLOSE_INTERNAL_ERROR, DEFAULT_PRIORITY, Component
 
-__all__ = ["ENV_PREFIX", "DiagSettings", "PreacceptMode", "describe_settings_error", "load_settings"]
+__all__ = ["ENV_PREFIX", "DiagSettings", "HttpProbeSpec", "PreacceptMode", "describe_settings_error", "load_settings"]
 
 logger = logging.getLogger("ws_diag")
 
@@ -32,6 +32,46 @@ _LIST_EXAMPLES = {
 }
 # How much of a rejected value an error message repeats.
 _SHOWN_CHARS = 40
+
+
+_COMPONENT_KEYS = {component.key: component for component in Component}
+
+
+class HttpProbeSpec(BaseModel):
+    """One HTTP dependency probe in ``http_probes`` (see :class:`ws_diag.probes.HttpProbe`).
+
+    Invalid values raise ``pydantic.ValidationError`` naming the field.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    url: SecretStr = Field(description="http(s) URL; its credentials and query are never reported.")
+    name: str | None = Field(None, min_length=1, max_length=64, description="Report key; the URL's host by default.")
+    method: Literal["GET", "HEAD"] = "GET"
+    required: bool = Field(False, description="Whether a failure makes the service unhealthy.")
+    component: str = Field("integration", description="Key of the built-in component a failure points at.")
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, url: SecretStr) -> SecretStr:
+        scheme, sep, rest = url.get_secret_value().partition("://")
+        if not sep or scheme.lower() not in {"http", "https"} or not rest.split("/", 1)[0].rpartition("@")[2]:
+            msg = "url must be an http:// or https:// URL with a host"
+            raise ValueError(msg)
+        return url
+
+    @field_validator("component")
+    @classmethod
+    def _known_component(cls, key: str) -> str:
+        if key not in _COMPONENT_KEYS:
+            msg = f"component must be one of {sorted(_COMPONENT_KEYS)}, got {key!r}"
+            raise ValueError(msg)
+        return key
+
+    @property
+    def component_value(self) -> Component:
+        """The built-in component named by ``component``."""
+        return _COMPONENT_KEYS[self.component]
 
 
 class DiagSettings(BaseSettings):
@@ -81,6 +121,16 @@ class DiagSettings(BaseSettings):
         None, description="When set, a PostgresProbe named 'database' is built from it."
     )
     redis_url: SecretStr | None = Field(None, description="When set, a RedisProbe named 'redis' is built from it.")
+    sqlalchemy_url: SecretStr | None = Field(
+        None,
+        description="When set, a SQLAlchemyProbe named 'database' is built from this SQLAlchemy URL "
+        "(e.g. postgresql+asyncpg://...); not together with postgres_dsn.",
+    )
+    http_probes: tuple[HttpProbeSpec, ...] = Field(
+        (),
+        description="HTTP dependencies checked by HttpProbes: a JSON list of URLs or of objects "
+        "{url, name, method, required, component}, or a JSON object {name: url}.",
+    )
     required_env: Annotated[tuple[str, ...], NoDecode] = Field(
         (), description="Environment variables that must be set; an EnvProbe named 'environment' checks them."
     )
@@ -136,6 +186,26 @@ class DiagSettings(BaseSettings):
             msg = f"health_path must start with '/', got {path!r}"
             raise ValueError(msg)
         return path
+
+    @field_validator("http_probes", mode="before")
+    @classmethod
+    def _probe_specs(cls, value: Any) -> Any:
+        # {"name": "url" or {...}} and ["url", ...] are shorthands for the list of objects.
+        if isinstance(value, dict):
+            value = [
+                {**spec, "name": name} if isinstance(spec, dict) else {"url": spec, "name": name}
+                for name, spec in value.items()
+            ]
+        if isinstance(value, list | tuple):
+            value = [{"url": spec} if isinstance(spec, str) else spec for spec in value]
+        return value
+
+    @model_validator(mode="after")
+    def _one_database_probe(self) -> DiagSettings:
+        if self.postgres_dsn is not None and self.sqlalchemy_url is not None:
+            msg = "set one of postgres_dsn and sqlalchemy_url: both would build a probe named 'database'"
+            raise ValueError(msg)
+        return self
 
     @field_validator("required_env")
     @classmethod
