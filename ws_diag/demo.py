@@ -16,6 +16,7 @@ import sys
 from importlib.resources import files
 from typing import IO, Any
 
+from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config, Sockets
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -187,8 +188,6 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
         The exit status: 0 after a clean stop, 1 when the address cannot be used
         (a busy port prints one line suggesting ``--port``, not a traceback).
     """
-    from hypercorn.asyncio import serve as hypercorn_serve
-
     try:
         sock = _listen(host, port)
     except OSError as exc:
@@ -201,6 +200,11 @@ def serve(host: str = "127.0.0.1", port: int = 8000) -> int:
         else:
             print(f"ws-diag demo: cannot listen on {host}:{port}: {exc.strerror or exc}", file=sys.stderr)
         return 1
+    with sock:  # hypercorn closes it on a clean stop; this covers every other way out
+        return _serve_on(sock, host)
+
+
+def _serve_on(sock: socket.socket, host: str) -> int:
     overrides: dict[str, Any] = {"health_path": "/health", "cache_ttl": 0.5}
     settings = DiagSettings(**{k: v for k, v in overrides.items() if f"WS_DIAG_{k.upper()}" not in os.environ})
     bound = sock.getsockname()[1]
