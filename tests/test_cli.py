@@ -6,11 +6,13 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from services import PostgresServer, RedisServer, SilentListener
 
 TIMEOUT = 60
+README = Path(__file__).resolve().parent.parent / "README.md"
 
 
 def run(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -108,7 +110,50 @@ def test_codes_table() -> None:
     result = run("codes")
     assert result.returncode == 0
     lines = {line.split()[0]: line.split() for line in result.stdout.splitlines()[1:]}
-    assert lines["Database"][-4:] == ["4005", "1005", "4005", "503"]
-    assert lines["Redis"][-4:] == ["4007", "1007", "1007", "503"]
-    as_json = json.loads(run("codes", "--json").stdout)
-    assert len(as_json) == 10
+    assert lines["Database"][-5:] == ["4005", "1005", "4005", "503", "yes"]
+    assert lines["Redis"][-5:] == ["4007", "1007", "1007", "503", "yes"]
+    assert lines["Authentication"][-1] == "no"
+
+
+def test_codes_json_matches_the_readme_table() -> None:
+    """codes --json gives integer codes and retryable, row for row what the README's code table says."""
+    result = run("codes", "--json")
+    assert result.returncode == 0
+    as_json = json.loads(result.stdout)
+    section = README.read_text("utf-8").split("\n## Codes\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ") and "`" in line]
+    readme = [
+        {
+            "component": name.strip(),
+            "member": member.strip(" `"),
+            "private": int(private.strip(" *")),
+            "legacy": int(legacy.strip(" *")),
+            "legacy_wire": int(wire.strip(" *")),
+            "http": int(http.strip(" *")),
+            "retryable": {"yes": True, "no": False}[retryable.strip()],
+        }
+        for name, member, private, legacy, wire, http, retryable in rows
+    ]
+    assert as_json == readme
+    assert all(type(row["private"]) is int and type(row["retryable"]) is bool for row in as_json)
+
+
+def test_codes_into_a_closed_pipe_is_quiet() -> None:
+    """ws-diag codes into a pipe whose reader already left (| head) exits 141 without a BrokenPipeError."""
+    read_end, write_end = os.pipe()
+    os.close(read_end)  # the reader is gone before the first write: every write fails with EPIPE
+    try:
+        for args in (("codes",), ("codes", "--json")):
+            result = subprocess.run(
+                [sys.executable, "-m", "ws_diag", *args],
+                stdin=subprocess.DEVNULL,
+                stdout=write_end,
+                stderr=subprocess.PIPE,
+                text=True,
+                timeout=TIMEOUT,
+                check=False,
+            )
+            assert result.stderr == ""
+            assert result.returncode == 141  # 128 + SIGPIPE, as a shell reports a command the pipe ended
+    finally:
+        os.close(write_end)

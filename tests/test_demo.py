@@ -5,10 +5,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
 from typing import Any
 
 import pytest
-from servers import run_server
+from servers import SERVER_KINDS, run_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
@@ -92,3 +100,141 @@ async def test_demo_healthy_echo() -> None:
         assert json.loads(await ws.recv())["type"] == "hello"
         await ws.send("ping")
         assert json.loads(await ws.recv()) == {"type": "echo", "text": "ping"}
+
+
+async def wait_for_records(caplog: pytest.LogCaptureFixture, text: str, count: int, limit_s: float = 10) -> None:
+    """Poll the captured records until ``count`` of them contain ``text``, for at most ``limit_s`` seconds."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + limit_s
+    while sum(text in r.getMessage() for r in caplog.records) < count:
+        assert loop.time() < deadline, f"fewer than {count} records with {text!r}: {caplog.text}"
+        await asyncio.sleep(0.02)
+
+
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_demo_sessions_log_no_errors(kind: str, caplog: pytest.LogCaptureFixture) -> None:
+    """A healthy echo session and a client that drops its connection end without an ERROR record or traceback."""
+    caplog.set_level(logging.DEBUG)
+    async with run_server(build_app(), kind) as url:
+        async with connect(f"{url}/ws", open_timeout=10, close_timeout=10) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"
+            await ws.send("ping")
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10)) == {"type": "echo", "text": "ping"}
+        async with connect(f"{url}/ws", open_timeout=10, close_timeout=10) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"
+            ws.transport.abort()  # the client vanishes: no close frame
+        await wait_for_records(caplog, "session ended: the client left", 2)
+    bad = [r for r in caplog.records if r.levelno >= logging.ERROR or r.exc_info]
+    assert bad == [], caplog.text
+
+
+# -- the demo as a person runs it: ``ws-diag demo`` in a terminal ------------------------------------
+
+START_S = 30  # imports on a cold, busy machine
+STOP_S = 10
+
+
+class Terminal:
+    """``python -m ws_diag demo ARGS`` in a subprocess; its stdout and stderr, merged, read by a thread."""
+
+    def __init__(self, *args: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("WS_DIAG_")}
+        self.lines: list[str] = []
+        self._changed = threading.Condition()
+        self._ended = False
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "ws_diag", "demo", *args],
+            env={**env, "PYTHONUNBUFFERED": "1"},
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        self._reader = threading.Thread(target=self._read, name="demo-terminal", daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.process.stdout is not None
+        try:
+            for line in self.process.stdout:
+                with self._changed:
+                    self.lines.append(line.rstrip("\n"))
+                    self._changed.notify_all()
+        finally:
+            with self._changed:
+                self._ended = True
+                self._changed.notify_all()
+
+    def wait_for(self, pattern: str, count: int = 1, limit_s: float = 10) -> re.Match[str]:
+        """The ``count``-th line matching ``pattern``, waiting at most ``limit_s`` seconds for it."""
+        compiled = re.compile(pattern)
+        found: list[re.Match[str]] = []
+
+        def seen() -> bool:
+            found[:] = [m for m in map(compiled.search, self.lines) if m]
+            return len(found) >= count or self._ended
+
+        with self._changed:
+            self._changed.wait_for(seen, limit_s)
+        assert len(found) >= count, f"no {pattern!r} (x{count}) in the terminal:\n" + "\n".join(self.lines)
+        return found[count - 1]
+
+    def stop(self) -> int:
+        """Ctrl+C, as a person would; SIGKILL if it has not exited in time. Returns the exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGINT)
+            try:
+                self.process.wait(STOP_S)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait(STOP_S)
+        self._reader.join(STOP_S)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
+        return self.process.returncode
+
+
+async def test_demo_terminal_stays_clean() -> None:
+    """ws-diag demo: an echo session and a client leaving print timestamped lines, no ERROR and no traceback."""
+    terminal = Terminal("--port", "0")
+    try:
+        url = await asyncio.to_thread(terminal.wait_for, r"open (http://127\.0\.0\.1:\d+)/", 1, START_S)
+        ws_url = url.group(1).replace("http", "ws", 1)
+        async with connect(f"{ws_url}/ws", open_timeout=10, close_timeout=10) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"
+            await ws.send("ping")
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "echo"
+        async with connect(f"{ws_url}/ws", open_timeout=10, close_timeout=10) as ws:
+            assert json.loads(await asyncio.wait_for(ws.recv(), 10))["type"] == "hello"
+            ws.transport.abort()
+        await asyncio.to_thread(terminal.wait_for, r"session ended: the client left", 2)
+    finally:
+        status = await asyncio.to_thread(terminal.stop)
+    output = "\n".join(terminal.lines)
+    assert status == 0, output
+    assert "ERROR" not in output
+    assert "Traceback" not in output
+    logged = terminal.lines[1:]  # after the "open http://..." line
+    assert len(logged) >= 4, output  # the server's start, two sessions opened, two ended
+    assert all(re.match(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING) ", line) for line in logged), output
+
+
+async def test_demo_busy_port_says_use_port() -> None:
+    """On a port already in use, ws-diag demo exits 1 with one line suggesting --port, not a traceback."""
+    with socket.create_server(("127.0.0.1", 0)) as taken:
+        port = taken.getsockname()[1]
+        result = await asyncio.to_thread(
+            subprocess.run,
+            [sys.executable, "-m", "ws_diag", "demo", "--port", str(port)],
+            env={k: v for k, v in os.environ.items() if not k.startswith("WS_DIAG_")},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=START_S,
+            check=False,
+        )
+    assert result.returncode == 1
+    assert result.stdout == ""
+    (line,) = result.stderr.splitlines()
+    assert f"port {port}" in line
+    assert "--port" in line

@@ -110,7 +110,7 @@ async def test_opentelemetry_span_event_not_per_message() -> None:
 
 
 async def test_json_log_lines_carry_the_fields() -> None:
-    """With the stdlib JsonFormatter, the diagnosis line is JSON with component, code, incident id and timing."""
+    """With ws_diag.logs.JsonFormatter, the diagnosis line is JSON with component, code, incident id and timing."""
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())

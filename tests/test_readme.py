@@ -14,6 +14,8 @@ from websockets.exceptions import ConnectionClosed
 
 README = Path(__file__).resolve().parent.parent / "README.md"
 BLOCKS = re.findall(r"```python\n(.*?)```", README.read_text("utf-8"), flags=re.DOTALL)
+# The frame the README shows right after the quickstart snippets.
+SHOWN_FRAME = re.search(r"The client now receives\n\n```json\n(.*?)```", README.read_text("utf-8"), re.DOTALL)
 
 
 def quickstart_apps() -> dict[str, Any]:
@@ -42,3 +44,18 @@ async def test_quickstart_gives_4005_and_the_frame(which: str, kind: str) -> Non
     assert frame["error"]["component"] == "Database"
     assert frame["error"]["message"] == "Database session factory unavailable"
     assert ws.close_reason == f"Database failure (incident {frame['error']['incident_id']})"
+    assert_is_the_shown_frame(frame)
+
+
+def assert_is_the_shown_frame(frame: dict[str, Any]) -> None:
+    """``frame`` is the README's example: every field shown is sent, with the value shown (bar time and id)."""
+    assert SHOWN_FRAME is not None, "README: no JSON block after 'The client now receives'"
+    shown = json.loads(SHOWN_FRAME.group(1))
+    assert shown["type"] == frame["type"]
+    assert set(shown["error"]) <= set(frame["error"]), "the README shows a field the frame does not have"
+    varying = {"timestamp", "incident_id"}
+    for field, value in shown["error"].items():
+        if field not in varying:
+            assert frame["error"][field] == value, f"README shows {field}={value!r}"
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", frame["error"]["timestamp"])
+    assert re.fullmatch(r"[0-9a-f]{16}", frame["error"]["incident_id"])

@@ -1,10 +1,11 @@
-"""The ``ws-diag`` command line: ``check``, ``codes`` and ``demo``."""
+"""The ``ws-diag`` command line: ``check``, ``codes``, ``demo`` and ``bench``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
@@ -19,6 +20,7 @@ from .settings import DiagSettings, describe_settings_error
 __all__ = ["main"]
 
 EXIT_HEALTHY, EXIT_UNHEALTHY, EXIT_CONFIG = 0, 1, 2
+EXIT_BROKEN_PIPE = 128 + 13  # what a shell reports for a command ended by SIGPIPE (13)
 
 
 def _settings_or_exit() -> DiagSettings:
@@ -68,22 +70,34 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _codes(args: argparse.Namespace) -> int:
-    rows = [("COMPONENT", "MEMBER", "PRIVATE", "LEGACY (frame)", "LEGACY (wire)", "HTTP")]
+    if args.json:
+        table = [
+            {
+                "component": c.display_name,
+                "member": c.name,
+                "private": c.code,
+                "legacy": c.legacy_code,
+                "legacy_wire": wire_code(c, "legacy"),
+                "http": c.http_status,
+                "retryable": c.retryable,
+            }
+            for c in Component
+        ]
+        print(json.dumps(table, indent=2))
+        return EXIT_HEALTHY
+    rows = [("COMPONENT", "MEMBER", "PRIVATE", "LEGACY (frame)", "LEGACY (wire)", "HTTP", "RETRYABLE")]
     for c in Component:
         rows.append(
-            (c.display_name, c.name, str(c.code), str(c.legacy_code), str(wire_code(c, "legacy")), str(c.http_status))
-        )
-    if args.json:
-        print(
-            json.dumps(
-                [
-                    dict(zip(("component", "member", "private", "legacy", "legacy_wire", "http"), r, strict=True))
-                    for r in rows[1:]
-                ],
-                indent=2,
+            (
+                c.display_name,
+                c.name,
+                str(c.code),
+                str(c.legacy_code),
+                str(wire_code(c, "legacy")),
+                str(c.http_status),
+                "yes" if c.retryable else "no",
             )
         )
-        return EXIT_HEALTHY
     widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
     for row in rows:
         print("  ".join(cell.ljust(width) for cell, width in zip(row, widths, strict=True)).rstrip())
@@ -110,11 +124,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     check.add_argument("--json", action="store_true", help="print the JSON report")
     check.set_defaults(handler=_check)
     codes = commands.add_parser("codes", help="print the component code table for both schemes")
-    codes.add_argument("--json", action="store_true", help="print JSON")
+    codes.add_argument("--json", action="store_true", help="print JSON (codes as integers, retryable as a boolean)")
     codes.set_defaults(handler=_codes)
     demo = commands.add_parser("demo", help="serve the demo app (needs the 'demo' extra)")
-    demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1)")
+    demo.add_argument("--port", type=int, default=8000, help="TCP port (default: 8000; 0 picks a free one)")
     demo.set_defaults(handler=_demo)
     bench = commands.add_parser("bench", help="measure ws_diag's per-message cost on your ASGI app, in-process")
     bench.add_argument("target", nargs="?", default=None, help="module:attribute of an ASGI app (default: an echo app)")
@@ -124,7 +138,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     bench.add_argument("--json", metavar="FILE", default=None, help="also write the results as JSON")
     bench.set_defaults(handler=_bench)
     args = parser.parse_args(argv)
-    result: int = args.handler(args)
+    try:
+        result: int = args.handler(args)
+        sys.stdout.flush()  # here, not at exit, so that a closed pipe is ours to handle
+    except BrokenPipeError:
+        # The reader left early (``ws-diag codes | head``): stop quietly, as a command killed by
+        # SIGPIPE would. Point stdout at /dev/null so the interpreter's own flush at exit cannot
+        # raise again (the recipe in the Python docs, "Note on SIGPIPE").
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+        return EXIT_BROKEN_PIPE
     return result
 
 
