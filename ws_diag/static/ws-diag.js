@@ -250,8 +250,8 @@ export function connect(url, options = {}) {
     stopped = false;
     target.attempt = 0;
     target.socket = null;
-    open();
+    queueMicrotask(open);
   };
-  open();
+  queueMicrotask(open);  // after the caller has added its listeners: it sees "connecting" too
   return target;
 }
