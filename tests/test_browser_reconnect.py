@@ -15,14 +15,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.async_api import Browser, Page
+from playwright.async_api import Browser, Page, expect
 from servers import run_server
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
-from test_browser import TIMEOUT_MS, browser  # noqa: F401 - the module's Chromium fixture
+from test_browser import TIMEOUT_MS, browser, open_demo  # noqa: F401 - browser: the module's Chromium fixture
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag.probes import CallableProbe, ProbeFailed
@@ -178,3 +178,18 @@ async def test_retry_table_agrees_with_python(browser: Browser) -> None:  # noqa
         )
     assert got["actions"] == [case["expect"] for case in CASES["actions"]]
     assert got["delays"] == [case["expect_ms"] for case in CASES["delays"]]
+
+
+async def test_demo_shows_reconnecting_then_reconnected(browser: Browser) -> None:  # noqa: F811
+    """The demo's live connection says "reconnecting in N s" while the database is broken, "reconnected" once fixed."""
+    async with open_demo(browser) as demo:
+        live = demo.page.locator("#live")
+        await expect(live).to_have_text("connected", timeout=TIMEOUT_MS)
+        await demo.page.get_by_role("button", name="Break database probe").click(timeout=TIMEOUT_MS)
+        await expect(live).to_contain_text("reconnecting in", timeout=TIMEOUT_MS)
+        await expect(live).to_contain_text("Database failure", timeout=TIMEOUT_MS)
+        shown = await live.inner_text()
+        seconds = float(shown.removeprefix("reconnecting in ").split(" s")[0])
+        assert seconds >= 1.0  # the demo's retry_after default: 1 s
+        await demo.page.get_by_role("button", name="Fix database probe").click(timeout=TIMEOUT_MS)
+        await expect(live).to_have_text("reconnected", timeout=TIMEOUT_MS)
