@@ -25,6 +25,7 @@ Or let :func:`reconnecting` (built on the ``websockets`` library's own reconnect
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import logging
 import math
@@ -253,6 +254,7 @@ class ReconnectEvent:
 EventHook = Callable[[ReconnectEvent], object]
 
 
+@functools.cache
 def _tracking_connection() -> type[Any]:
     from websockets.asyncio.client import ClientConnection
 
@@ -271,6 +273,8 @@ def _tracking_connection() -> type[Any]:
 
 class Reconnecting:
     """Connections to ``uri``, one after another, as the shared retry table says.
+
+    Needs the ``client`` extra (``websockets`` 17 or later, for its ``reconnect_delays`` hook).
 
     Iterate it with ``async for``: each iteration yields an open
     ``websockets.asyncio.client.ClientConnection``. When the body is done with it (after a
