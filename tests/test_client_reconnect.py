@@ -15,6 +15,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag.client import ReconnectEvent, Reconnecting, RetryPolicy, reconnecting
+from ws_diag.codes import CLOSE_SERVICE_RESTART
 from ws_diag.probes import CallableProbe, ProbeFailed
 
 pytestmark = pytest.mark.asyncio
@@ -47,6 +48,9 @@ class Backend:
             if scope["query_string"] == b"auth=bad":
                 raise WebSocketComponentError.auth_failure("Token expired: sign in again")
             await send({"type": "websocket.accept"})
+            if scope["query_string"] == b"restart=1" and len(self.connects) == 1:
+                await send({"type": "websocket.close", "code": CLOSE_SERVICE_RESTART})  # a deploy, not a failure
+                return
             if self.broken:
                 raise TimeoutError("ambiguous: the probes decide")
             await send({"type": "websocket.send", "text": "hello"})
@@ -135,6 +139,27 @@ async def test_stops_on_authentication_failure(served: str, backend: Backend) ->
     assert client.gave_up is not None
     assert client.gave_up.action is not None
     assert client.gave_up.action.kind == "stop"
+
+
+async def test_service_restart_reconnects_promptly(served: str, backend: Backend) -> None:
+    """After a 1012 Service Restart the helper comes back within the jitter window, without backoff."""
+    backend.broken = False
+    events: list[ReconnectEvent] = []
+    policy = RetryPolicy(min_delay=0.05, max_delay=10, max_attempts=3)
+    async with asyncio.timeout(BOUND):
+        async for ws in reconnecting(served + "/ws?restart=1", policy=policy, on_event=events.append):
+            try:
+                if await ws.recv() == "hello":
+                    break
+            except ConnectionClosed:
+                continue
+    waits = [e for e in events if e.kind == "reconnecting"]
+    assert len(waits) == 1
+    assert waits[0].action is not None
+    assert waits[0].action.kind == "retry_now"
+    assert waits[0].delay is not None
+    assert waits[0].delay <= policy.min_delay
+    assert len(backend.connects) == 2
 
 
 async def test_http_denial_frame_goes_through_websockets_process_exception(backend: Backend) -> None:

@@ -85,6 +85,10 @@ class Diagnoser:
                 return Diagnosis.for_component(
                     culprit.component, "probe", root_cause=culprit.error, probe=culprit.name, retry_after=wait
                 )
+        return self.fallback(exc)
+
+    def fallback(self, exc: BaseException | None) -> Diagnosis:
+        """GENERIC (1011) with the configured suggested wait: for when nothing better is known."""
         return Diagnosis.for_component(
             Component.GENERIC, "default", exc=exc, retry_after=self.default_retry_after(Component.GENERIC)
         )
