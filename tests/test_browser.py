@@ -275,6 +275,8 @@ async def test_explain_without_a_frame(demo: Demo) -> None:
         "retryable": True,
         "incidentId": None,
         "frameCode": None,
+        "retryAfterMs": None,
+        "source": None,
     }
     named = await demo.page.evaluate(
         "import('/ws-diag.js').then(m => [m.componentForCode(4005, 'legacy'), m.componentForCode(1005, 'legacy'),"

@@ -176,7 +176,7 @@ async def test_client_explain_with_frame() -> None:
         (1000, "private", None, False),
         (1006, "private", None, True),
         (None, "private", None, True),
-        (4321, "private", None, True),
+        (4321, "private", None, False),  # an app's own code: the retry table stops (no reconnect loop)
     ],
 )
 async def test_client_explain_without_frame(

@@ -1,6 +1,6 @@
-"""For Python clients: explain a close from its code, reason and the last message.
+"""For Python clients: explain a close, and reconnect the way the server suggests.
 
-::
+Explain one close from its code, reason and the last message::
 
     async with websockets.connect(url) as ws:
         last = None
@@ -10,41 +10,66 @@
         except websockets.ConnectionClosed:
             pass
     print(explain(ws.close_code, ws.close_reason, last))
+
+Or let :func:`reconnecting` (built on the ``websockets`` library's own reconnecting
+``connect()``) come back after each failure, following :func:`ws_diag.codes.retry_action`::
+
+    async for ws in reconnecting(url, on_event=print):
+        try:
+            async for message in ws:
+                ...
+        except websockets.ConnectionClosed:
+            continue  # the helper decides: wait and reconnect, or end the loop
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import json
+import logging
+import math
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import Any, Literal
 
 from .codes import (
-    CLOSE_GOING_AWAY,
-    CLOSE_NORMAL,
     LOCAL_ONLY_CODES,
+    MAX_RETRY_AFTER_MS,
     CodeScheme,
-    Component,
-    strict_fallback_code,
-    wire_code,
+    RetryAction,
+    component_for_wire_code,
+    retry_action,
 )
 
-__all__ = ["Explanation", "explain", "parse_frame"]
+__all__ = [
+    "Explanation",
+    "ReconnectEvent",
+    "Reconnecting",
+    "RetryPolicy",
+    "explain",
+    "parse_frame",
+    "reconnecting",
+    "retry_delay_ms",
+]
 
-# Close codes as they arrive on the wire, per scheme (legacy 1004-1006 travel as 4004-4006),
-# and their strict-server fallbacks (daphne: 1011 arrives as 4011, legacy 1002 as 4002).
-_BY_WIRE: dict[str, dict[int, Component]] = {}
-for _scheme in ("private", "legacy"):
-    _table = _BY_WIRE.setdefault(_scheme, {})
-    for _component in Component:
-        _code = wire_code(_component, _scheme)
-        _table[_code] = _component
-        _table[strict_fallback_code(_code) or _code] = _component
-_NORMAL = frozenset({CLOSE_NORMAL, CLOSE_GOING_AWAY})
+logger = logging.getLogger("ws_diag.client")
+
+# ws_diag's close reason: "<Component> failure (incident <16 hex>)" (diagnosis.close_reason).
+_INCIDENT_IN_REASON = re.compile(r"\(incident ([0-9a-f]{16})\)\Z")
+_SOURCES = frozenset({"app", "exception", "probe", "default"})
 
 
 @dataclass(frozen=True, slots=True)
 class Explanation:
-    """Why a websocket closed, as far as the client can tell."""
+    """Why a websocket closed, as far as the client can tell.
+
+    ``retry_after_ms`` (milliseconds) and ``source`` come from the frame; without one they
+    are ``None``. ``incident_id`` comes from the frame, or else from ws_diag's close reason.
+    """
 
     code: int | None
     component: str | None
@@ -53,20 +78,24 @@ class Explanation:
     retryable: bool
     incident_id: str | None
     frame_code: int | None
+    retry_after_ms: int | None = None
+    source: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The same structure as the browser helper returns (``incidentId`` spelt the JS way too)."""
+        """The same structure as the browser helper returns (``incidentId`` etc. spelt the JS way too)."""
         result = asdict(self)
         result["suggestions"] = list(self.suggestions)
         result["incidentId"] = self.incident_id
+        result["frameCode"] = self.frame_code
+        result["retryAfterMs"] = self.retry_after_ms
         return result
 
 
-def parse_frame(message: str | bytes | dict[str, Any] | None) -> dict[str, Any] | None:
+def parse_frame(message: str | bytes | bytearray | dict[str, Any] | None) -> dict[str, Any] | None:
     """The ``error`` body of a ws_diag frame, or ``None`` for any other message."""
-    if isinstance(message, bytes):
+    if isinstance(message, bytes | bytearray):
         try:
-            message = message.decode()
+            message = bytes(message).decode()
         except UnicodeDecodeError:
             return None
     if isinstance(message, str):
@@ -83,6 +112,13 @@ def parse_frame(message: str | bytes | dict[str, Any] | None) -> dict[str, Any] 
     return None
 
 
+def _frame_retry_after(frame: dict[str, Any]) -> int | None:
+    value = frame.get("retry_after_ms")
+    if frame.get("retryable") is not True or isinstance(value, bool) or not isinstance(value, int):
+        return None
+    return max(0, min(value, MAX_RETRY_AFTER_MS))
+
+
 def explain(
     close_code: int | None,
     reason: str | None = None,
@@ -97,9 +133,15 @@ def explain(
         reason: the close reason.
         last_message: the last message received; used when it is a ws_diag frame.
         scheme: the server's code scheme, to name the component from the close code when there is no frame.
+
+    Returns:
+        An :class:`Explanation`. Without a frame, the component comes from the close code,
+        ``retryable`` from the shared retry table (:func:`ws_diag.codes.retry_action`), and
+        the incident id from ws_diag's close reason when it carries one.
     """
     frame = parse_frame(last_message)
     if frame is not None:
+        source = frame.get("source")
         return Explanation(
             code=close_code,
             component=frame.get("component"),
@@ -108,14 +150,279 @@ def explain(
             retryable=bool(frame.get("retryable")),
             incident_id=frame.get("incident_id"),
             frame_code=frame["code"],
+            retry_after_ms=_frame_retry_after(frame),
+            source=source if source in _SOURCES else None,
         )
+    match = _INCIDENT_IN_REASON.search(reason or "")
+    incident = match.group(1) if match else None
+    retryable = retry_action(close_code, None, scheme).kind != "stop"
     if close_code is None or close_code in LOCAL_ONLY_CODES:
         return Explanation(close_code, None, "Connection lost without a close status", (), True, None, None)
-    component = _BY_WIRE[scheme].get(close_code)
+    component = component_for_wire_code(close_code, scheme)
     if component is not None:
-        return Explanation(
-            close_code, component.display_name, reason or component.description, (), component.retryable, None, None
+        message = reason or component.description
+        return Explanation(close_code, component.display_name, message, (), retryable, incident, None)
+    normal = close_code == 1000 or close_code == 1001
+    message = reason or ("Closed normally" if normal else f"Closed with {close_code}")
+    return Explanation(close_code, None, message, (), retryable, incident, None)
+
+
+# --- Reconnecting ---------------------------------------------------------------------------
+
+
+def retry_delay_ms(action: RetryAction, attempt: int, rand: float, min_delay_ms: float, max_delay_ms: float) -> int:
+    """How long to wait before reconnect number ``attempt`` (0-based), in whole milliseconds.
+
+    ``retry``: ``max(retry_after_ms, backoff)`` where backoff is full jitter between
+    ``min_delay_ms`` and ``min(max_delay_ms, min_delay_ms * 2 ** (attempt + 1))``.
+    ``retry_now``: ``max(retry_after_ms, rand * min_delay_ms)`` (a restart: promptly, but not
+    every client in the same millisecond). ``rand`` is in [0, 1). The browser helper's
+    ``retryDelayMs`` computes the same numbers (tests/retry_cases.json).
+
+    Raises:
+        ValueError: ``action`` is ``stop``.
+    """
+    hint = action.retry_after_ms or 0
+    if action.kind == "stop":
+        msg = "a stop action has no delay"
+        raise ValueError(msg)
+    if action.kind == "retry_now":
+        return math.floor(max(hint, rand * min_delay_ms))
+    ceiling = max(min_delay_ms, min(max_delay_ms, min_delay_ms * (1 << min(attempt + 1, 40))))
+    return math.floor(max(hint, min_delay_ms + rand * (ceiling - min_delay_ms)))
+
+
+@dataclass(frozen=True, slots=True)
+class RetryPolicy:
+    """Backoff settings of :func:`reconnecting`, in seconds.
+
+    Args:
+        min_delay: the first backoff, and the jitter window after a 1012 restart.
+        max_delay: the backoff's cap (a server's ``retry_after_ms`` may ask for more, up to one hour).
+        max_attempts: reconnects in a row before giving up; ``None`` for no limit.
+        reset_after: a connection that stayed open this long resets the attempt count.
+
+    Raises:
+        ValueError: a delay that is not finite and positive, ``max_delay < min_delay``, or
+            ``max_attempts < 1``.
+    """
+
+    min_delay: float = 0.5
+    max_delay: float = 30.0
+    max_attempts: int | None = 10
+    reset_after: float = 5.0
+
+    def __post_init__(self) -> None:
+        for name in ("min_delay", "max_delay", "reset_after"):
+            value = getattr(self, name)
+            if not (isinstance(value, int | float) and math.isfinite(value) and value > 0):
+                msg = f"RetryPolicy.{name} must be a positive number of seconds, got {value!r}"
+                raise ValueError(msg)
+        if self.max_delay < self.min_delay:
+            msg = f"RetryPolicy.max_delay ({self.max_delay}) is below min_delay ({self.min_delay})"
+            raise ValueError(msg)
+        if self.max_attempts is not None and self.max_attempts < 1:
+            msg = f"RetryPolicy.max_attempts must be at least 1 or None, got {self.max_attempts!r}"
+            raise ValueError(msg)
+
+    def delay(self, action: RetryAction, attempt: int, rand: float) -> float:
+        """Seconds to wait before reconnect number ``attempt`` (see :func:`retry_delay_ms`)."""
+        return retry_delay_ms(action, attempt, rand, self.min_delay * 1000, self.max_delay * 1000) / 1000
+
+
+EventKind = Literal["open", "close", "diagnosis", "reconnecting", "giveup"]
+
+
+@dataclass(frozen=True, slots=True)
+class ReconnectEvent:
+    """One decision of :class:`Reconnecting`, handed to ``on_event``.
+
+    ``open``: a connection opened. ``close``: it closed (``explanation``). ``diagnosis``: the
+    close carried a ws_diag frame. ``reconnecting``: waiting ``delay`` seconds before reconnect
+    number ``attempt``. ``giveup``: not reconnecting (``action.why``; ``error`` when a
+    handshake failed).
+    """
+
+    kind: EventKind
+    attempt: int
+    explanation: Explanation | None = None
+    action: RetryAction | None = None
+    delay: float | None = None
+    error: Exception | None = None
+
+
+EventHook = Callable[[ReconnectEvent], object]
+
+
+@functools.cache
+def _tracking_connection() -> type[Any]:
+    from websockets.asyncio.client import ClientConnection
+
+    class TrackingConnection(ClientConnection):
+        """Keeps a reference to the last message received (one assignment per message)."""
+
+        last_message: Any = None
+
+        async def recv(self, decode: bool | None = None) -> Any:
+            message = await super().recv(decode)
+            self.last_message = message
+            return message
+
+    return TrackingConnection
+
+
+class Reconnecting:
+    """Connections to ``uri``, one after another, as the shared retry table says.
+
+    Needs the ``client`` extra (``websockets`` 17 or later, for its ``reconnect_delays`` hook).
+
+    Iterate it with ``async for``: each iteration yields an open
+    ``websockets.asyncio.client.ClientConnection``. When the body is done with it (after a
+    close, usually by catching ``websockets.ConnectionClosed``), the helper reads the close
+    code and ws_diag's frame (the last message), decides with
+    :func:`ws_diag.codes.retry_action`, waits ``max(retry_after_ms, backoff)`` and yields the
+    next connection; or it ends the loop (``gave_up`` says why: Authentication, for one,
+    hands control back so the app can sign in again). A body that returns with the
+    connection still open closes it normally (1000), which ends the loop too.
+
+    Handshake failures go through the ``websockets`` library's own reconnection
+    (``process_exception`` and ``reconnect_delays``): an HTTP denial that carries a ws_diag
+    frame follows the table; otherwise what ``websockets`` retries (refused connections,
+    timeouts, 5xx) is retried with the same backoff and the rest is raised. Past
+    ``policy.max_attempts`` reconnects in a row the last handshake error is raised, or, after
+    a close, the loop ends.
+
+    Args:
+        uri: the websocket URL.
+        policy: backoff settings (seconds).
+        scheme: the server's code scheme, to read closes without a frame.
+        on_event: callables given each :class:`ReconnectEvent`; one that raises is logged and ignored.
+        rand: the jitter's random source, returning [0, 1) (tests inject their own).
+        connect_kwargs: passed to ``websockets.asyncio.client.connect`` (``open_timeout``,
+            ``additional_headers``, ...).
+    """
+
+    def __init__(
+        self,
+        uri: str,
+        *,
+        policy: RetryPolicy | None = None,
+        scheme: CodeScheme = "private",
+        on_event: EventHook | tuple[EventHook, ...] = (),
+        rand: Callable[[], float] = random.random,
+        **connect_kwargs: Any,
+    ) -> None:
+        for reserved in ("process_exception", "reconnect_delays", "create_connection"):
+            if reserved in connect_kwargs:
+                msg = f"{reserved} is set by Reconnecting; it cannot be passed"
+                raise TypeError(msg)
+        self.uri = uri
+        self.policy = policy if policy is not None else RetryPolicy()
+        self.scheme: CodeScheme = scheme
+        self.on_event = on_event if isinstance(on_event, tuple) else (on_event,)
+        self.rand = rand
+        self.connect_kwargs = connect_kwargs
+        self.attempt = 0  # reconnects in a row without a connection that stayed open
+        self.last: Explanation | None = None  # the last close
+        self.gave_up: ReconnectEvent | None = None
+        self._handshake_delay = 0.0
+
+    def _emit(self, event: ReconnectEvent) -> None:
+        for hook in self.on_event:
+            try:
+                hook(event)
+            except Exception:
+                logger.exception("on_event hook %r failed", hook)
+
+    def _decide(self, action: RetryAction, explanation: Explanation | None, error: Exception | None) -> float | None:
+        """Seconds to wait before the next connection, or ``None`` to stop (events emitted)."""
+        limit = self.policy.max_attempts
+        if action.kind != "stop" and limit is not None and self.attempt >= limit:
+            action = RetryAction("stop", None, f"gave up after {self.attempt} reconnects in a row")
+        if action.kind == "stop":
+            self.gave_up = ReconnectEvent("giveup", self.attempt, explanation, action, error=error)
+            self._emit(self.gave_up)
+            return None
+        delay = self.policy.delay(action, self.attempt, self.rand())
+        self.attempt += 1
+        self._emit(ReconnectEvent("reconnecting", self.attempt, explanation, action, delay, error))
+        return delay
+
+    def _process_exception(self, exc: Exception) -> Exception | None:
+        from websockets.client import process_exception
+        from websockets.exceptions import InvalidStatus
+
+        frame = parse_frame(exc.response.body) if isinstance(exc, InvalidStatus) and exc.response.body else None
+        explanation = None
+        if frame is not None:
+            explanation = explain(None, None, {"type": "error", "error": frame}, scheme=self.scheme)
+            self.last = explanation
+            self._emit(ReconnectEvent("diagnosis", self.attempt, explanation))
+            action = retry_action(None, frame, self.scheme)
+        elif process_exception(exc) is None:
+            action = RetryAction("retry", 0, f"connection failed ({type(exc).__name__}): back off")
+        else:
+            action = RetryAction("stop", None, f"connection failed ({type(exc).__name__}), not retryable")
+        delay = self._decide(action, explanation, exc)
+        if delay is None:
+            return exc
+        self._handshake_delay = delay
+        return None
+
+    def _reconnect_delays(self) -> Generator[float]:
+        while True:
+            yield self._handshake_delay
+
+    async def _closed(self, ws: Any, opened_at: float) -> float | None:
+        """After the body: wait for the close, find the frame, decide. Seconds to wait, or ``None``."""
+        from websockets.exceptions import ConnectionClosed
+
+        await ws.close()  # a no-op when already closed; bounded by close_timeout
+        frame = parse_frame(ws.last_message)
+        if frame is None:
+            # The frame may still be queued, unread: the connection is closed, so this never blocks.
+            try:
+                while frame is None:
+                    frame = parse_frame(await ws.recv())
+            except ConnectionClosed:
+                pass
+        code = ws.close_code
+        message = {"type": "error", "error": frame} if frame is not None else None
+        explanation = explain(code, ws.close_reason, message, scheme=self.scheme)
+        self.last = explanation
+        self._emit(ReconnectEvent("close", self.attempt, explanation))
+        if frame is not None:
+            self._emit(ReconnectEvent("diagnosis", self.attempt, explanation))
+        if time.monotonic() - opened_at >= self.policy.reset_after:
+            self.attempt = 0
+        return self._decide(retry_action(code, frame, self.scheme), explanation, None)
+
+    async def __aiter__(self) -> AsyncIterator[Any]:
+        from websockets.asyncio.client import connect
+
+        self.gave_up = None
+        connector = connect(
+            self.uri,
+            process_exception=self._process_exception,
+            reconnect_delays=self._reconnect_delays,
+            create_connection=_tracking_connection(),
+            **self.connect_kwargs,
         )
-    if close_code in _NORMAL:
-        return Explanation(close_code, None, reason or "Closed normally", (), False, None, None)
-    return Explanation(close_code, None, reason or f"Closed with {close_code}", (), True, None, None)
+        connections = connector.__aiter__()
+        try:
+            while True:
+                ws = await anext(connections)
+                opened_at = time.monotonic()
+                self._emit(ReconnectEvent("open", self.attempt))
+                yield ws
+                delay = await self._closed(ws, opened_at)
+                if delay is None:
+                    return
+                await asyncio.sleep(delay)  # bounded: at most max(max_delay, one hour)
+        finally:
+            await connections.aclose()  # type: ignore[attr-defined]
+
+
+def reconnecting(uri: str, **options: Any) -> Reconnecting:
+    """``async for ws in reconnecting(url): ...``: see :class:`Reconnecting` for the options."""
+    return Reconnecting(uri, **options)

@@ -8,24 +8,30 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 __all__ = [
     "CLOSE_GOING_AWAY",
     "CLOSE_INTERNAL_ERROR",
     "CLOSE_NORMAL",
     "CLOSE_NO_STATUS",
+    "CLOSE_SERVICE_RESTART",
     "DEFAULT_PRIORITY",
     "LOCAL_ONLY_CODES",
     "MAX_REASON_BYTES",
+    "MAX_RETRY_AFTER_MS",
     "CodeScheme",
     "Component",
     "ComponentLike",
     "CustomComponent",
+    "RetryAction",
+    "RetryKind",
+    "component_for_wire_code",
     "frame_code",
     "is_failure_close_code",
     "is_sendable_close_code",
     "repair_close_code",
+    "retry_action",
     "seed_component",
     "strict_fallback_code",
     "truncate_reason",
@@ -43,6 +49,8 @@ CLOSE_GOING_AWAY = 1001
 # RFC 6455 7.4.1: 1005 means "no status code was present"; it must not be sent.
 CLOSE_NO_STATUS = 1005
 CLOSE_INTERNAL_ERROR = 1011
+# IANA registry: 1012 Service Restart, 1013 Try Again Later, 1014 Bad Gateway.
+CLOSE_SERVICE_RESTART = 1012
 # RFC 6455 7.4.1: reserved (1004) or for an endpoint's own use only (1005 no status,
 # 1006 no close frame, 1015 TLS failure): a peer never sends them, so a client that
 # reports one learnt nothing from the server.
@@ -436,3 +444,115 @@ def wire_code(component: ComponentLike, scheme: CodeScheme) -> int:
     if scheme == "legacy" and is_sendable_close_code(component.legacy_code):
         return component.legacy_code
     return component.code
+
+
+# --- After the close: whether and when a client reconnects -------------------------------
+
+# A frame's retry_after_ms never exceeds one hour; clients clamp what they read to it too.
+MAX_RETRY_AFTER_MS = 3_600_000
+
+RetryKind = Literal["stop", "retry", "retry_now"]
+
+# Closes without a ws_diag frame, by the code the client saw (strict servers add 3000).
+# 1000: the server ended the session on purpose. 1002/1003/1007-1010 in the private
+# scheme: the client sent something the server refuses; sending it again repeats it.
+# 1001 (server going away), 1011 (an internal error, or uvicorn's keepalive timeout),
+# 1013 (try again later), 1014 (bad gateway) and the codes no server sends (1005, 1006,
+# 1015: the connection dropped): back off. 1012 (service restart): come back promptly.
+_STOP_REGISTERED = frozenset({CLOSE_NORMAL, 1002, 1003, 1007, 1008, 1009, 1010})
+_BACKOFF_REGISTERED = frozenset({CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, 1013, 1014, *LOCAL_ONLY_CODES})
+
+
+@dataclass(frozen=True, slots=True)
+class RetryAction:
+    """What a client does after a close (see :func:`retry_action`).
+
+    ``kind``: ``"stop"`` (do not reconnect), ``"retry"`` (reconnect after
+    ``max(retry_after_ms, backoff)``) or ``"retry_now"`` (reconnect promptly, after
+    ``max(retry_after_ms, a jitter below the minimum delay)``). ``retry_after_ms`` is the
+    server's hint, 0 when there is none (``None`` when stopping). ``why`` is for people.
+    """
+
+    kind: RetryKind
+    retry_after_ms: int | None
+    why: str
+
+
+def _hint_ms(frame: Any) -> int:
+    value = frame.get("retry_after_ms")
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value >= 0:
+        return 0  # missing, null or garbage (NaN fails >= 0): no hint
+    return int(min(value, MAX_RETRY_AFTER_MS))
+
+
+def retry_action(close_code: int | None, frame: Any = None, scheme: CodeScheme = "private") -> RetryAction:
+    """The shared retry policy: what a client does after a close, from the close code and the frame.
+
+    The same table is implemented by the browser helper (``retryAction`` in
+    ``ws_diag/static/ws-diag.js``); both are tested against ``tests/retry_cases.json``.
+
+    Args:
+        close_code: the code the client saw; ``None`` when the connection failed or dropped
+            without one (a failed handshake, a reset).
+        frame: the ``error`` body of the last ws_diag frame (as ``ws_diag.client.parse_frame``
+            returns it), or ``None`` when none arrived.
+        scheme: the server's code scheme, to read a close code without a frame.
+
+    Returns:
+        A :class:`RetryAction`. With a frame: not ``retryable`` stops; 1012 (4012 on a
+        strict server) is ``retry_now``; anything else is ``retry`` with the frame's
+        ``retry_after_ms`` (clamped to 0..MAX_RETRY_AFTER_MS). Without a frame the code
+        decides: a component's code follows the component's ``retryable``; 1012 is
+        ``retry_now``; 1001, 1011, 1013, 1014 and the codes no server sends (1005, 1006,
+        1015, or no code) back off; 1000, the client's own faults in the private scheme
+        (1002, 1003, 1007-1010) and any other code (an app's own 3000-4999) stop.
+    """
+    restart = close_code in (CLOSE_SERVICE_RESTART, CLOSE_SERVICE_RESTART + _STRICT_OFFSET)
+    if frame is not None:
+        name = frame.get("component")
+        if frame.get("retryable") is not True:
+            return RetryAction("stop", None, f"{name} failure is not retryable")
+        hint = _hint_ms(frame)
+        if restart:
+            return RetryAction("retry_now", hint, "service restart")
+        return RetryAction("retry", hint, f"{name} failure, retry after {hint} ms")
+    if close_code is None or close_code in LOCAL_ONLY_CODES:
+        return RetryAction("retry", 0, "connection lost without a close frame: back off")
+    if restart:
+        return RetryAction("retry_now", 0, "service restart")
+    component = component_for_wire_code(close_code, scheme)
+    if component is not None:
+        if component.retryable:
+            return RetryAction("retry", 0, f"{component.display_name} failure without a frame: back off")
+        return RetryAction("stop", None, f"{component.display_name} failure is not retryable")
+    registered = close_code - _STRICT_OFFSET if 4000 <= close_code < 4000 + 16 else close_code
+    if registered in _BACKOFF_REGISTERED:
+        return RetryAction("retry", 0, f"closed with {close_code}: back off")
+    if registered in _STOP_REGISTERED:
+        return RetryAction("stop", None, f"closed with {close_code}: reconnecting would repeat it")
+    return RetryAction("stop", None, f"closed with {close_code}, which ws_diag does not know")
+
+
+def _wire_table(scheme: CodeScheme) -> dict[int, Component]:
+    table: dict[int, Component] = {}
+    for member in Component:
+        code = wire_code(member, scheme)
+        table[code] = member
+        table[strict_fallback_code(code) or code] = member
+    return table
+
+
+# Close codes as they arrive on the wire, per scheme (legacy 1004-1006 travel as 4004-4006),
+# and their strict-server fallbacks (daphne: 1011 arrives as 4011, legacy 1002 as 4002).
+_COMPONENT_BY_WIRE: dict[str, dict[int, Component]] = {
+    "private": _wire_table("private"),
+    "legacy": _wire_table("legacy"),
+}
+
+
+def component_for_wire_code(close_code: int, scheme: CodeScheme = "private") -> Component | None:
+    """The built-in component a close code (as a client sees it) stands for in ``scheme``, or ``None``.
+
+    Includes strict servers' fallbacks (daphne: 1011 arrives as 4011, legacy 1002 as 4002).
+    """
+    return _COMPONENT_BY_WIRE[scheme].get(close_code)

@@ -43,6 +43,22 @@ class Toggles:
 
     def __init__(self) -> None:
         self.broken: set[str] = set()
+        self._changed: asyncio.Event | None = None
+
+    def changed(self) -> asyncio.Event:
+        """An event set at the next break or fix."""
+        if self._changed is None:
+            self._changed = asyncio.Event()
+        return self._changed
+
+    def toggle(self, key: str, *, broken: bool) -> None:
+        """Break or fix ``key``; wake the live sessions."""
+        if broken:
+            self.broken.add(key)
+        else:
+            self.broken.discard(key)
+        self.changed().set()
+        self._changed = None
 
     def probe(self, key: str, component: Component, *, required: bool) -> Probe:
         """A probe that fails while ``key`` is broken."""
@@ -54,6 +70,23 @@ class Toggles:
         return CallableProbe(key, component, check, required=required)
 
 
+async def _live(websocket: WebSocket, toggles: Toggles) -> None:
+    """The page's reconnecting session: open while nothing is broken, failing (probes decide) while something is."""
+    receiving = asyncio.ensure_future(websocket.receive())
+    try:
+        while not toggles.broken:
+            changed = asyncio.ensure_future(toggles.changed().wait())
+            done, _ = await asyncio.wait({receiving, changed}, return_when=asyncio.FIRST_COMPLETED)
+            changed.cancel()
+            if receiving in done:
+                if receiving.result()["type"] == "websocket.disconnect":
+                    return
+                receiving = asyncio.ensure_future(websocket.receive())
+    finally:
+        receiving.cancel()
+    raise TimeoutError("the live session lost its back end")  # ambiguous: the probes name the component
+
+
 def _chat(toggles: Toggles) -> Any:
     async def chat(websocket: WebSocket) -> None:
         mode = websocket.query_params.get("fail", "none")
@@ -63,6 +96,9 @@ def _chat(toggles: Toggles) -> Any:
         logger.info("session opened (mode %s)", mode)
         try:
             await websocket.send_json({"type": "hello", "mode": mode})
+            if mode == "live":
+                await _live(websocket, toggles)
+                return
             await _converse(websocket, mode)
         except WebSocketDisconnect:
             # The visitor closed the tab or pressed "close": a normal end, not a failure.
@@ -105,13 +141,9 @@ def build_app(settings: DiagSettings | None = None) -> DiagnosticsMiddleware:
         key = request.path_params["key"]
         if key not in ("database", "redis"):
             return JSONResponse({"error": "unknown component"}, status_code=404)
-        if request.method == "POST":
-            toggles.broken.add(key)
-            logger.info("%s probe broken from the page", key)
-        else:
-            toggles.broken.discard(key)
-            logger.info("%s probe repaired from the page", key)
+        logger.info("%s probe %s from the page", key, "broken" if request.method == "POST" else "repaired")
         wrapped.checker.invalidate()  # show the change at once, not after the cache expires
+        toggles.toggle(key, broken=request.method == "POST")
         return JSONResponse({"broken": sorted(toggles.broken)})
 
     routes = [

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
 
-from .codes import CodeScheme, ComponentLike, frame_code, truncate_reason
+from .codes import MAX_RETRY_AFTER_MS, CodeScheme, ComponentLike, frame_code, truncate_reason
 from .redaction import (
     MAX_COMPONENT_BYTES,
     MAX_DETAILS_BYTES,
@@ -33,6 +33,7 @@ if TYPE_CHECKING:
     from .errors import WebSocketComponentError
 
 __all__ = [
+    "DEFAULT_RETRY_AFTER",
     "MAX_DETAILS_BYTES",
     "MAX_FRAME_BYTES",
     "MAX_TEXT_CHARS",
@@ -47,7 +48,12 @@ __all__ = [
     "redact",
 ]
 
-DiagnosisSource = Literal["error", "exception", "probe", "default"]
+# How the component was decided: the app said so (a WebSocketComponentError), an
+# exception-type rule, a failing probe, or nothing (Generic).
+DiagnosisSource = Literal["app", "exception", "probe", "default"]
+
+# Seconds a retryable diagnosis suggests when nothing else is known (settings.retry_after).
+DEFAULT_RETRY_AFTER = 1.0
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -71,7 +77,9 @@ class Diagnosis:
     """Which component failed, and what may be said about it.
 
     ``message`` is always safe to send. ``details`` and ``root_cause`` are sent
-    only when the user opted in with ``expose_details``.
+    only when the user opted in with ``expose_details``. ``retry_after`` is the
+    suggested wait before reconnecting, in seconds (``None``: :data:`DEFAULT_RETRY_AFTER`);
+    the frame sends it as ``retry_after_ms`` only when ``retryable``.
     """
 
     component: ComponentLike
@@ -84,6 +92,7 @@ class Diagnosis:
     probe: str | None = None
     incident_id: str = field(default_factory=new_incident_id)
     timestamp: datetime = field(default_factory=_utc_now)
+    retry_after: float | None = None
     # Described only when a frame exposes it: exception text an attacker can shape
     # should cost nothing when nobody will see it.
     exception: BaseException | None = field(default=None, compare=False, repr=False)
@@ -102,8 +111,9 @@ class Diagnosis:
         return cls(
             component=error.component,
             message=error.message,
-            source="error",
+            source="app",
             retryable=error.retryable,
+            retry_after=error.retry_after,
             user_id=error.user_id,
             details=error.details,
             root_cause=cause if isinstance(cause, str) else None,
@@ -120,10 +130,12 @@ class Diagnosis:
         root_cause: str | None = None,
         probe: str | None = None,
         details: Mapping[str, Any] | None = None,
+        retry_after: float | None = None,
     ) -> Diagnosis:
         """A diagnosis ws_diag worked out itself: the message is the component's standard one.
 
-        ``root_cause`` defaults to the description of ``exc``, made only when shown.
+        ``root_cause`` defaults to the description of ``exc``, made only when shown;
+        ``retry_after`` is in seconds.
         """
         return cls(
             component=component,
@@ -134,7 +146,15 @@ class Diagnosis:
             probe=probe,
             details=details or {},
             exception=exc,
+            retry_after=retry_after,
         )
+
+    def retry_after_ms(self) -> int | None:
+        """The frame's ``retry_after_ms``: milliseconds, 0 to one hour; ``None`` when not retryable."""
+        if not self.retryable:
+            return None
+        seconds = DEFAULT_RETRY_AFTER if self.retry_after is None else self.retry_after
+        return max(0, min(round(seconds * 1000), MAX_RETRY_AFTER_MS))
 
 
 def _iso_millis(moment: datetime) -> str:
@@ -174,6 +194,8 @@ def build_frame(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details
             "suggestions": _suggestions(component),
             "incident_id": diagnosis.incident_id,
             "retryable": diagnosis.retryable,
+            "retry_after_ms": diagnosis.retry_after_ms(),
+            "source": diagnosis.source,
         },
     }
 

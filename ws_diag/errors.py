@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Any, TypedDict, Unpack
 
@@ -38,6 +39,20 @@ class ErrorOptions(TypedDict, total=False):
     details: Mapping[str, Any] | None
     root_cause: BaseException | str | None
     retryable: bool | None
+    retry_after: float | None
+
+
+# One hour, the frame's bound (codes.MAX_RETRY_AFTER_MS).
+_MAX_RETRY_AFTER = 3600.0
+
+
+def _check_retry_after(value: float | None) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        msg = f"retry_after must be a finite number of seconds >= 0, got {value!r}"
+        raise ValueError(msg)
+    return min(float(value), _MAX_RETRY_AFTER)
 
 
 class WebSocketComponentError(Exception):
@@ -55,10 +70,13 @@ class WebSocketComponentError(Exception):
         details: extra JSON-serialisable data.
         root_cause: the underlying cause, an exception or a text.
         retryable: overrides the component's default.
+        retry_after: seconds the client should wait before reconnecting (the frame's
+            ``retry_after_ms``); capped at one hour; ``None`` for the configured default.
 
     Raises:
         TypeError: an argument of the wrong type (``message=123``, ``details=[1]``,
             ``retryable="yes"``, a component given as a string), naming the argument.
+        ValueError: ``retry_after`` is negative, NaN, infinite or not a number.
     """
 
     def __init__(
@@ -70,6 +88,7 @@ class WebSocketComponentError(Exception):
         details: Mapping[str, Any] | None = None,
         root_cause: BaseException | str | None = None,
         retryable: bool | None = None,
+        retry_after: float | None = None,
     ) -> None:
         # Checked here, where the mistake is made, not when the frame is built (a bare 1011).
         if not all(hasattr(component, attribute) for attribute in _COMPONENT_ATTRIBUTES):
@@ -91,6 +110,7 @@ class WebSocketComponentError(Exception):
         self.details = dict(details) if details else {}
         self.root_cause = root_cause
         self.retryable = component.retryable if retryable is None else retryable
+        self.retry_after = _check_retry_after(retry_after)
         super().__init__(self.message)
 
     def __repr__(self) -> str:

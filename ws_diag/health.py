@@ -85,6 +85,7 @@ class HealthChecker:
         self._cached_at = 0.0
         self._inflight: asyncio.Task[HealthReport] | None = None
         self._refresher: asyncio.Task[None] | None = None
+        self._next_refresh_at: float | None = None  # clock time of the next background run
         self._stragglers: dict[str, asyncio.Task[Any]] = {}
 
     def cached(self) -> HealthReport | None:
@@ -92,6 +93,38 @@ class HealthChecker:
         if self._cached is not None and self._clock() - self._cached_at < self.cache_ttl:
             return self._cached
         return None
+
+    def time_to_change(self, report: HealthReport) -> float:
+        """Seconds until a check may answer differently from ``report``: never negative.
+
+        The time left of ``report``'s cache window, or until the next background refresh
+        when that comes first; 0 when ``report`` is not the cached report (the next check
+        runs the probes). A failure blamed on a probe suggests at least this long a wait
+        before reconnecting (the frame's ``retry_after_ms``).
+        """
+        now = self._clock()
+        if report is self._cached:
+            cached_at = self._cached_at
+        elif self._just_finished(report):
+            cached_at = now  # its done callback, which caches it, has not run yet
+        else:
+            return 0.0
+        left = max(0.0, self.cache_ttl - (now - cached_at))
+        refresher = self._refresher
+        if self._next_refresh_at is not None and refresher is not None and not refresher.done():
+            left = min(left, max(0.0, self._next_refresh_at - now))
+        return left
+
+    def _just_finished(self, report: HealthReport) -> bool:
+        task = self._inflight
+        return (
+            task is not None
+            and task.done()
+            and not task.cancelled()
+            and task.exception() is None
+            and task.result() is report
+            and report.generation == self._generation
+        )
 
     def invalidate(self) -> None:
         """Forget the cached report and any run in flight: the next check runs the probes anew."""
@@ -152,6 +185,8 @@ class HealthChecker:
     async def _refresh_forever(self) -> None:
         assert self.refresh_interval is not None
         while True:
+            # Set before the run: the next run starts no earlier than this (a lower bound).
+            self._next_refresh_at = self._clock() + self.refresh_interval
             try:
                 await self.check(fresh=True)
             except Exception:

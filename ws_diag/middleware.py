@@ -110,7 +110,13 @@ class DiagnosticsMiddleware:
             msg = "pass probes and on_health_report either to the middleware or to its checker, not both"
             raise ValueError(msg)
         self.checker = checker
-        self.diagnoser = Diagnoser(self.classifier, checker, settings.probe_priority)
+        self.diagnoser = Diagnoser(
+            self.classifier,
+            checker,
+            settings.probe_priority,
+            retry_after=settings.retry_after,
+            retry_after_by_component=settings.retry_after_by_component,
+        )
         self.responder = Responder(settings, self.diagnoser)
         self.lifecycle = Lifecycle.build(listeners, _as_tuple(on_diagnosis), settings.send_timeout)
         self._events = bool(self.lifecycle.listeners)

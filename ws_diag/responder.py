@@ -17,7 +17,6 @@ from ._types import Message, Scope, Send
 from .codes import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
-    Component,
     repair_close_code,
     seed_component,
     strict_fallback_code,
@@ -150,7 +149,7 @@ class Responder:
         except TimeoutError:
             # Still tell the client something, with an incident id for the log.
             logger.warning("diagnosis passed its deadline; reporting Generic", extra={"ws_diag_event": "deadline"})
-            diagnosis = Diagnosis.for_component(Component.GENERIC, "default", exc=exc)
+            diagnosis = self.diagnoser.fallback(exc)
             messages = self._messages(scope, diagnosis, accepted)
         except Exception as err:
             log_own_error("ws_diag could not diagnose; falling back to a plain close", err, "fallback")
@@ -184,7 +183,8 @@ class Responder:
         """The component; for an app's close, its seed code (legacy scheme) or what it was handling."""
         component = seed_component(app_close.get("code"), self.settings.code_scheme) if app_close else None
         if component is not None:
-            diagnosis = Diagnosis.for_component(component, "error", exc=exc)
+            retry_after = self.diagnoser.default_retry_after(component)
+            diagnosis = Diagnosis.for_component(component, "app", exc=exc, retry_after=retry_after)
         else:
             diagnosis = await self.diagnoser.diagnose(exc)
         reason = app_close.get("reason") if app_close else None

@@ -140,6 +140,18 @@ class DiagSettings(BaseSettings):
     probe_priority: Annotated[tuple[str, ...], NoDecode] = Field(
         DEFAULT_PRIORITY, description="Probe names or component keys blamed first when several fail."
     )
+    retry_after: float = Field(
+        1.0,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="Seconds a retryable failure's frame suggests waiting before reconnecting "
+        "(retry_after_ms), when neither the error nor a probe says more.",
+    )
+    retry_after_by_component: dict[str, Annotated[float, Field(ge=0, le=3600, allow_inf_nan=False)]] = Field(
+        default_factory=dict,
+        description="Per-component retry_after, seconds, by component key; the variable is JSON: '{\"database\": 5}'.",
+    )
     health_path: str | None = Field(None, description="Answer GET on this HTTP path with the health report.")
     health_token: SecretStr | None = Field(
         None,
