@@ -120,7 +120,7 @@ def test_codes_json_matches_the_readme_table() -> None:
     result = run("codes", "--json")
     assert result.returncode == 0
     as_json = json.loads(result.stdout)
-    section = README.read_text("utf-8").split("\n## Codes\n", 1)[1].split("\n## ", 1)[0]
+    section = README.read_text("utf-8").split("\n## Codes\n", 1)[1].split("\n#", 1)[0]
     rows = [line.strip("|").split("|") for line in section.splitlines() if line.startswith("| ") and "`" in line]
     readme = [
         {

@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 import redis.exceptions
 from clients import CLIENT_TIMEOUT, talk
-from servers import SERVER_KINDS, run_server
+from servers import SERVER_KINDS, run_daphne, run_server
 from starlette.applications import Starlette
 from starlette.exceptions import WebSocketException
 from starlette.middleware import Middleware
@@ -293,6 +293,25 @@ async def test_app_close_after_departure_meets_the_servers_own_answer(
     assert len(ours) == 1  # the frame, refused; then only the app's own close
     assert seen.sent[-1] == {"type": "websocket.close", "code": 1011}
     assert loud_ws_diag_records(debug_logs) == []
+
+
+async def close_with_path_code(scope: Any, receive: Any, send: Any) -> None:
+    """Accept, then close with the code the path names (a Channels consumer's ``self.close(code)``)."""
+    await receive()
+    await send({"type": "websocket.accept"})
+    await send({"type": "websocket.close", "code": int(scope["path"].strip("/")), "reason": "bye"})
+
+
+daphne_app = DiagnosticsMiddleware(close_with_path_code, settings=DiagSettings())
+
+
+async def test_strict_server_gets_the_apps_own_close_in_the_private_range() -> None:
+    """daphne refuses an app's 1008/1012: ws_diag retries as code + 3000 (4008, 4012) instead of daphne's bare 1011."""
+    async with run_daphne("test_fidelity:daphne_app") as daphne:
+        seen = {code: await talk(f"{daphne.url}/{code}", ()) for code in (1000, 1008, 1012, 4321)}
+        await daphne.await_line(r"server refused close code 1012; closed with 4012 instead")
+    assert {code: session.code for code, session in seen.items()} == {1000: 1000, 1008: 4008, 1012: 4012, 4321: 4321}
+    assert all(session.frames == [] for session in seen.values())  # the app's close, not a failure
 
 
 # -- 3. Use what the app knew -----------------------------------------------------------------------
