@@ -60,7 +60,7 @@ logger = logging.getLogger("ws_diag.client")
 
 # ws_diag's close reason: "<Component> failure (incident <16 hex>)" (diagnosis.close_reason).
 _INCIDENT_IN_REASON = re.compile(r"\(incident ([0-9a-f]{16})\)\Z")
-_SOURCES = frozenset({"app", "exception", "probe", "default"})
+_SOURCES = frozenset({"app", "exception", "probe", "default", "shutdown"})
 
 
 @dataclass(frozen=True, slots=True)

@@ -20,6 +20,7 @@ __all__ = [
     "LOCAL_ONLY_CODES",
     "MAX_REASON_BYTES",
     "MAX_RETRY_AFTER_MS",
+    "SERVICE_RESTART",
     "CodeScheme",
     "Component",
     "ComponentLike",
@@ -292,9 +293,41 @@ class Component(enum.Enum):
         self.http_status = http_status
 
 
-# The built-in private codes, and 4011: what a strict server gets instead of 1011.
-_RESERVED_CODES = frozenset({*(member.code for member in Component), CLOSE_INTERNAL_ERROR + _STRICT_OFFSET})
-_RESERVED_KEYS = frozenset(member.key for member in Component)
+@dataclass(frozen=True, slots=True)
+class _ServerEvent:
+    """A close that reports no failure but an event of the server's (ComponentLike, for the frame)."""
+
+    key: str
+    display_name: str
+    code: int
+    legacy_code: int
+    description: str
+    suggestions: tuple[str, ...]
+    retryable: bool
+    http_status: int
+
+
+# A graceful shutdown: not a component failure. RFC 6455 (IANA registry) 1012 Service
+# Restart, sent with a frame where the server lets the app speak before it stops.
+SERVICE_RESTART: ComponentLike = _ServerEvent(
+    "restart",
+    "Service Restart",
+    CLOSE_SERVICE_RESTART,
+    CLOSE_SERVICE_RESTART,
+    "The server is restarting",
+    ("Reconnect after retry_after_ms",),
+    True,
+    _SERVICE_UNAVAILABLE,
+)
+
+# The built-in private codes, and 4011/4012: what a strict server gets instead of 1011/1012.
+_RESERVED_CODES = frozenset(
+    {
+        *(member.code for member in Component),
+        *(code + _STRICT_OFFSET for code in (CLOSE_INTERNAL_ERROR, CLOSE_SERVICE_RESTART)),
+    }
+)
+_RESERVED_KEYS = frozenset({*(member.key for member in Component), SERVICE_RESTART.key})
 
 
 def _check_private(key: str, field_name: str, code: int) -> None:

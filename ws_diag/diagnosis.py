@@ -50,7 +50,7 @@ __all__ = [
 
 # How the component was decided: the app said so (a WebSocketComponentError), an
 # exception-type rule, a failing probe, or nothing (Generic).
-DiagnosisSource = Literal["app", "exception", "probe", "default"]
+DiagnosisSource = Literal["app", "exception", "probe", "default", "shutdown"]
 
 # Seconds a retryable diagnosis suggests when nothing else is known (settings.retry_after).
 DEFAULT_RETRY_AFTER = 1.0

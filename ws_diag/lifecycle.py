@@ -36,7 +36,7 @@ __all__ = ["Connection", "ConnectionListener", "ConnectionOutcome", "Lifecycle"]
 
 logger = logging.getLogger("ws_diag")
 
-ConnectionOutcome = Literal["open", "normal", "diagnosed", "client_gone", "error"]
+ConnectionOutcome = Literal["open", "normal", "diagnosed", "client_gone", "error", "restart"]
 
 
 class Connection:
@@ -48,9 +48,10 @@ class Connection:
         finished: a close or an HTTP response went out: nothing more of ws_diag's may follow.
         gone: this connection's own evidence says the client left.
         outcome: ``"open"`` until ``closed``; then ``"normal"`` (the app returned),
-            ``"diagnosed"`` (ws_diag intervened), ``"client_gone"`` or ``"error"``
-            (the app raised and ws_diag left it to the server: pre-accept passthrough,
-            or after its own close).
+            ``"diagnosed"`` (ws_diag intervened), ``"client_gone"``, ``"restart"`` (the
+            server cancelled the session while shutting down; the client was told 1012)
+            or ``"error"`` (the app raised and ws_diag left it to the server: pre-accept
+            passthrough, or after its own close).
         started: ``time.monotonic()`` when the scope arrived, seconds.
         incident_id: the diagnosis's incident id, once diagnosed.
     """
@@ -137,22 +138,22 @@ class Lifecycle:
     def opened(self, connection: Connection) -> None:
         """Raise ``opened``."""
         for listener in self.listeners:
-            _guarded(listener.opened, connection)
+            _guarded(listener, "opened", connection)
 
     def accepted(self, connection: Connection) -> None:
         """Raise ``accepted``."""
         for listener in self.listeners:
-            _guarded(listener.accepted, connection)
+            _guarded(listener, "accepted", connection)
 
     def client_gone(self, connection: Connection) -> None:
         """Raise ``client_gone``."""
         for listener in self.listeners:
-            _guarded(listener.client_gone, connection)
+            _guarded(listener, "client_gone", connection)
 
     def closed(self, connection: Connection) -> None:
         """Raise ``closed``."""
         for listener in self.listeners:
-            _guarded(listener.closed, connection)
+            _guarded(listener, "closed", connection)
 
     async def diagnosed(self, connection: Connection, event: DiagnosisEvent) -> None:
         """Raise ``diagnosed``; async listeners are awaited within ``hook_timeout``."""
@@ -166,11 +167,11 @@ class Lifecycle:
                 _log_failure(listener, "diagnosed", err)
 
 
-def _guarded(method: Callable[[Connection], None], connection: Connection) -> None:
+def _guarded(listener: ConnectionListener, event: str, connection: Connection) -> None:
     try:
-        method(connection)
+        getattr(listener, event)(connection)
     except Exception as err:
-        _log_failure(getattr(method, "__self__", method), method.__name__, err)
+        _log_failure(listener, event, err)
 
 
 def _log_failure(listener: object, event: str, err: BaseException) -> None:

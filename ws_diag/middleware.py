@@ -10,6 +10,7 @@ closure; integrations follow it through lifecycle events, never per message.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
@@ -135,6 +136,9 @@ class DiagnosticsMiddleware:
                 return
             await self.app(scope, receive, send)  # not a websocket, or an outer ws_diag layer watches it
             return
+        await self._serve_websocket(scope, receive, send)
+
+    async def _serve_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A connection costs one small state object and one closure: the send wrapper.
         state = scope[SCOPE_KEY] = Connection(scope)
         logger.debug(
@@ -158,6 +162,9 @@ class DiagnosticsMiddleware:
         except Exception as exc:
             await self._on_exception(state, send, exc)
             raise
+        except asyncio.CancelledError:
+            await self._on_cancelled(state, send)
+            raise
         else:
             if state.outcome == "open":
                 state.outcome = "normal"
@@ -180,6 +187,18 @@ class DiagnosticsMiddleware:
         )
         state.finished = True
         await self._settle(state, await self.responder.intervene(state.scope, send, exc, None, state.accepted))
+
+    async def _on_cancelled(self, state: Connection, send: Send) -> None:
+        """The server cancelled the session: it is shutting down.
+
+        Servers cancel a session's task only when they stop (hypercorn after its graceful
+        timeout; uvicorn too, after it sent its own 1012; measured: never when a client
+        leaves). Tell the client to come back, if nothing closed the session yet.
+        """
+        if state.accepted and not (state.finished or state.gone):
+            state.finished = True
+            if await self.responder.restart(state.scope, send):
+                state.outcome = "restart"
 
     async def _on_control(self, state: Connection, send: Send, message: Message) -> None:
         """Every message but ``websocket.send``: accept, close, the HTTP denial, odd ones."""

@@ -17,6 +17,7 @@ from ._types import Message, Scope, Send
 from .codes import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
+    SERVICE_RESTART,
     repair_close_code,
     seed_component,
     strict_fallback_code,
@@ -178,6 +179,28 @@ class Responder:
             )
         event = DiagnosisEvent(diagnosis, code, status, delivered, took_ms, scope.get("path"), exc)
         return Intervention(event, gone=outcome is _Delivery.LATE_GONE)
+
+    async def restart(self, scope: Scope, send: Send) -> bool:
+        """Tell an open session the server is shutting down: frame, then 1012 Service Restart.
+
+        Not a failure: no ``diagnosis:`` line, no diagnosed event. The frame's source is
+        ``shutdown`` and its ``retry_after_ms`` the ``restart`` entry of
+        ``retry_after_by_component`` (else ``retry_after``). Bounded by ``send_timeout``;
+        a strict server gets 4012. Returns whether frame and close went out.
+        """
+        retry_after = self.diagnoser.default_retry_after(SERVICE_RESTART)
+        diagnosis = Diagnosis.for_component(SERVICE_RESTART, "shutdown", retry_after=retry_after)
+        outcome, sent = await self._deliver(send, self._messages(scope, diagnosis, accepted=True))
+        delivered = outcome is _Delivery.DELIVERED
+        if delivered:
+            code = sent.get("code") if sent is not None else None
+            logger.info(
+                "service restart: session closed with %s, incident_id=%s",
+                code,
+                diagnosis.incident_id,
+                extra={"ws_diag_event": "restart", "code": code, "incident_id": diagnosis.incident_id},
+            )
+        return delivered
 
     async def _diagnose(self, exc: BaseException | None, app_close: Message | None) -> Diagnosis:
         """The component; for an app's close, its seed code (legacy scheme) or what it was handling."""

@@ -1,5 +1,5 @@
 // Type declarations for ws-diag.js.
-export type DiagnosisSource = "app" | "exception" | "probe" | "default";
+export type DiagnosisSource = "app" | "exception" | "probe" | "default" | "shutdown";
 export interface DiagnosticFrame {
   code: number;
   component: string;

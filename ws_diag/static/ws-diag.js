@@ -28,7 +28,7 @@ const LEGACY_FRAME = {
 const RETRYABLE = new Set(["Factory", "Database", "Redis", "Agent Supervisor", "WebSocket Bridge", "Integration", "Generic Internal"]);
 // ws_diag's close reason: "<Component> failure (incident <16 hex>)".
 const INCIDENT_IN_REASON = /\(incident ([0-9a-f]{16})\)$/;
-const SOURCES = new Set(["app", "exception", "probe", "default"]);
+const SOURCES = new Set(["app", "exception", "probe", "default", "shutdown"]);
 /** A frame's retry_after_ms never exceeds one hour (ws_diag.codes.MAX_RETRY_AFTER_MS). */
 export const MAX_RETRY_AFTER_MS = 3_600_000;
 // Codes a server never sends (RFC 6455 7.4.1): a browser reports them itself (1006: no close
