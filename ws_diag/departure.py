@@ -50,7 +50,10 @@ class CallSite:
 
     @classmethod
     def of(cls, fn: object) -> CallSite | None:
-        """The call site of ``fn``: a bound method (the servers' ``send``) or a closure (a wrapping middleware's)."""
+        """The call site of ``fn``: a bound method (the servers' ``send``), a closure (a wrapping
+        middleware's), or an object whose ``__call__`` is one of those."""
+        if not isinstance(fn, MethodType) and not hasattr(fn, "__code__"):
+            fn = getattr(fn, "__call__", None)  # noqa: B004 - an instance's bound __call__, not a callability test
         if isinstance(fn, MethodType):
             code = getattr(fn.__func__, "__code__", None)
             if not isinstance(code, CodeType) or code.co_argcount == 0:

@@ -1,0 +1,122 @@
+"""Whose client left: decided from one connection's own evidence (ws_diag.departure)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+from starlette.websockets import WebSocketDisconnect
+
+from ws_diag import Classifier
+from ws_diag.departure import CallSite, client_left
+
+
+class FakeServerConnection:
+    """A server's per-connection protocol object: ``send`` is a bound method, as in uvicorn and hypercorn."""
+
+    def __init__(self, *, gone: bool, refusal: type[Exception] = ConnectionResetError) -> None:
+        self.gone = gone
+        self.refusal = refusal
+
+    async def send(self, message: Any) -> None:
+        if self.gone:
+            raise self.refusal("client disconnected")
+
+
+class CallableSend:
+    """A send implemented as an instance with ``async def __call__``."""
+
+    def __init__(self, server: FakeServerConnection) -> None:
+        self.server = server
+
+    async def __call__(self, message: Any) -> None:
+        await self.server.send(message)
+
+
+def wrapping_send(send: Any) -> Any:
+    """A wrapping middleware's send: a closure per connection."""
+
+    async def wrapped(message: Any) -> None:
+        await send(message)
+
+    return wrapped
+
+
+async def starlette_like_send(send: Any) -> None:
+    """What Starlette's WebSocket.send does with an OSError: a WebSocketDisconnect(1006) raised in its handler."""
+    try:
+        await send({"type": "websocket.send", "text": "x"})
+    except OSError:
+        raise WebSocketDisconnect(code=1006)  # noqa: B904 - Starlette chains by context, as here
+
+
+async def raised(coro: Any) -> BaseException:
+    """The exception ``coro`` raises (it must raise)."""
+    try:
+        await coro
+    except Exception as exc:
+        return exc
+    pytest.fail("expected an exception")
+
+
+def test_call_site_needs_something_to_tell_instances_apart() -> None:
+    """Bound methods, closures and callable instances have a call site; a module-level function has none."""
+    server = FakeServerConnection(gone=False)
+    assert CallSite.of(server.send) is not None
+    assert CallSite.of(wrapping_send(server.send)) is not None
+    assert CallSite.of(CallableSend(server)) is not None
+    assert CallSite.of(starlette_like_send) is None
+    assert CallSite.of(print) is None
+
+
+@pytest.mark.parametrize("make_send", [lambda s: s.send, lambda s: wrapping_send(s.send), CallableSend])
+def test_own_send_failure_means_own_client_left(make_send: Any) -> None:
+    """A disconnect raised through this connection's own send: its client left."""
+    mine = FakeServerConnection(gone=True)
+    send = make_send(mine)
+    exc = asyncio.run(raised(starlette_like_send(send)))
+    assert client_left(exc, send, Classifier(), accepted=True)
+
+
+@pytest.mark.parametrize("make_send", [lambda s: s.send, lambda s: wrapping_send(s.send), CallableSend])
+def test_peer_send_failure_is_not_this_clients_departure(make_send: Any) -> None:
+    """A disconnect raised through another connection's send (a broadcast): this client is still there."""
+    mine, peer = FakeServerConnection(gone=False), FakeServerConnection(gone=True)
+    exc = asyncio.run(raised(starlette_like_send(make_send(peer))))
+    assert isinstance(exc, WebSocketDisconnect)
+    assert not client_left(exc, make_send(mine), Classifier(), accepted=True)
+
+
+def test_closing_a_departed_peer_is_not_this_clients_departure() -> None:
+    """A RuntimeError raised while handling the peer's disconnect: still the peer's departure, not ours."""
+    mine, peer = FakeServerConnection(gone=False), FakeServerConnection(gone=True)
+
+    async def close_peer() -> None:
+        try:
+            await starlette_like_send(peer.send)
+        except WebSocketDisconnect:
+            raise RuntimeError('Cannot call "send" once a close message has been sent.')  # noqa: B904
+
+    exc = asyncio.run(raised(close_peer()))
+    assert not client_left(exc, mine.send, Classifier(), accepted=True)
+
+
+def test_disconnect_from_receive_is_this_clients() -> None:
+    """A disconnect raised after this connection's receive (no send involved): its client left."""
+    mine = FakeServerConnection(gone=False)
+    assert client_left(WebSocketDisconnect(1001), mine.send, Classifier(), accepted=True)
+
+
+def test_any_refusal_of_own_send_after_accept_means_gone() -> None:
+    """uvicorn's legacy implementation refuses a departed client's send with RuntimeError: gone, after accept only."""
+    mine = FakeServerConnection(gone=True, refusal=RuntimeError)
+    exc = asyncio.run(raised(mine.send({})))
+    assert client_left(exc, mine.send, Classifier(), accepted=True)
+    assert not client_left(exc, mine.send, Classifier(), accepted=False)  # before accept: the app's bug
+
+
+def test_unrelated_exception_is_not_a_departure() -> None:
+    """An app bug with no disconnect and no send failure in its chain: the client is still there."""
+    mine = FakeServerConnection(gone=False)
+    assert not client_left(KeyError("x"), mine.send, Classifier(), accepted=True)
