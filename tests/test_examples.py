@@ -9,10 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import re
-import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
@@ -21,6 +18,8 @@ import pytest
 from clients import CLIENT_TIMEOUT, Session, talk
 from servers import SERVER_KINDS, run_server
 from websockets.exceptions import InvalidStatus
+
+from ws_diag.testing.servers import DaphneServer as Daphne
 
 ROOT = Path(__file__).resolve().parents[1]
 # examples/ is not part of the installed package: import it from the checkout.
@@ -135,87 +134,7 @@ async def test_quart_without_propagate_exceptions_hides_the_failure() -> None:
 
 DAPHNE_START_S = 30  # Django and Twisted imports on a cold, busy machine
 DAPHNE_STOP_S = 10
-LOG_WAIT_S = 10
-
-
-class Daphne:
-    """A daphne subprocess serving examples.django_channels on an ephemeral loopback port.
-
-    Its stderr (daphne's and ws_diag's log) is read by a thread into ``lines``; ``wait_for``
-    blocks on that stream, not on the clock, so readiness is the "Listening on" line.
-    """
-
-    def __init__(self, env: dict[str, str]) -> None:
-        self.lines: list[str] = []
-        self._changed = threading.Condition()
-        self._ended = False
-        self.process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "daphne",
-                "-b",
-                "127.0.0.1",
-                "-p",
-                "0",  # the port is read back from daphne's "Listening on" line: no race for a free port
-                "examples.django_channels.asgi:application",
-            ],
-            cwd=ROOT,
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,  # the access log
-            stderr=subprocess.PIPE,
-            text=True,
-        )
-        self._reader = threading.Thread(target=self._read, name="daphne-stderr", daemon=True)
-        self._reader.start()
-        self.url = ""
-
-    def _read(self) -> None:
-        assert self.process.stderr is not None
-        try:
-            for line in self.process.stderr:
-                with self._changed:
-                    self.lines.append(line)
-                    self._changed.notify_all()
-        finally:
-            with self._changed:
-                self._ended = True
-                self._changed.notify_all()
-
-    def wait_for(self, pattern: str, timeout: float = LOG_WAIT_S) -> re.Match[str]:
-        """The first log line matching ``pattern``, waiting for it at most ``timeout`` seconds."""
-        compiled = re.compile(pattern)
-        found: list[re.Match[str]] = []
-
-        def seen() -> bool:
-            found[:] = [m for m in map(compiled.search, self.lines) if m][:1]
-            return bool(found) or self._ended
-
-        with self._changed:
-            self._changed.wait_for(seen, timeout)
-        if not found:
-            log = "".join(self.lines)
-            pytest.fail(f"daphne never logged {pattern!r} (exit code {self.process.poll()}):\n{log}")
-        return found[0]
-
-    def start(self) -> None:
-        """Wait until daphne listens; remember its URL."""
-        port = self.wait_for(r"Listening on TCP address 127\.0\.0\.1:(\d+)", DAPHNE_START_S).group(1)
-        self.url = f"ws://127.0.0.1:{port}"
-
-    def stop(self) -> None:
-        """SIGTERM, then SIGKILL if daphne has not exited in time; the process is always reaped."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(DAPHNE_STOP_S)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(DAPHNE_STOP_S)
-        self._reader.join(DAPHNE_STOP_S)
-        if self.process.stderr is not None:
-            self.process.stderr.close()
+CHANNELS_APP = "examples.django_channels.asgi:application"
 
 
 def daphne_env(**ws_diag: str) -> dict[str, str]:
@@ -243,14 +162,16 @@ def daphnes() -> Iterator[dict[str, Daphne]]:
     """Two daphne servers, started together: default settings, and http_denial with a health path."""
     servers: dict[str, Daphne] = {}
     try:
-        servers["default"] = Daphne(daphne_env())
-        servers["http_denial"] = Daphne(daphne_env(preaccept="http_denial", health_path="/healthz"))
+        servers["default"] = Daphne(CHANNELS_APP, env=daphne_env(), cwd=ROOT)
+        servers["http_denial"] = Daphne(
+            CHANNELS_APP, env=daphne_env(preaccept="http_denial", health_path="/healthz"), cwd=ROOT
+        )
         for server in servers.values():
-            server.start()
+            server.start(DAPHNE_START_S)
         yield servers
     finally:
         for server in servers.values():
-            server.stop()
+            server.stop(DAPHNE_STOP_S)
 
 
 @pytest.fixture
