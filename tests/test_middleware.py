@@ -460,8 +460,9 @@ async def test_slow_client_is_bounded_by_send_timeout() -> None:
     assert info.value is exc
 
 
-async def test_cancellation_is_not_intercepted() -> None:
-    """Cancellation propagates untouched and nothing is sent for it."""
+async def test_cancellation_is_a_service_restart_not_a_failure(caplog: pytest.LogCaptureFixture) -> None:
+    """A server cancelling an open session (a shutdown): frame and 1012, cancellation re-raised, no diagnosis."""
+    caplog.set_level(logging.DEBUG, logger="ws_diag")
     sent: list[dict[str, Any]] = []
 
     async def receive() -> dict[str, Any]:
@@ -470,9 +471,34 @@ async def test_cancellation_is_not_intercepted() -> None:
     async def send(message: dict[str, Any]) -> None:
         sent.append(message)
 
+    cancelled = asyncio.CancelledError()
+    with pytest.raises(asyncio.CancelledError) as info:
+        await wrap(raising(cancelled))(ws_scope(), receive, send)
+    assert info.value is cancelled
+    assert [m["type"] for m in sent] == ["websocket.accept", "websocket.send", "websocket.close"]
+    assert sent[-1]["code"] == 1012
+    frame = json.loads(sent[1]["text"])["error"]
+    assert (frame["component"], frame["source"], frame["retryable"]) == ("Service Restart", "shutdown", True)
+    assert not [r for r in caplog.records if getattr(r, "ws_diag_event", None) == "diagnosis"]
+
+
+async def test_cancellation_before_accept_sends_nothing() -> None:
+    """A session cancelled before accept gets nothing from ws_diag: the cancellation propagates untouched."""
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return CONNECT
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        raise asyncio.CancelledError
+
     with pytest.raises(asyncio.CancelledError):
-        await wrap(raising(asyncio.CancelledError()))(ws_scope(), receive, send)
-    assert [m["type"] for m in sent] == ["websocket.accept"]
+        await wrap(app)(ws_scope(), receive, send)
+    assert sent == []
 
 
 async def test_odd_sequences_pass_through() -> None:
