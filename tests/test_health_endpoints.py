@@ -325,3 +325,25 @@ async def test_endpoints_over_real_http(kind: str) -> None:
             report = await http.get("/healthz", headers={**auth, "accept": HEALTH_JSON})
             assert (report.status_code, report.json()["status"]) == (503, "fail")
             assert SECRET not in report.text
+
+
+async def test_accept_over_several_header_lines() -> None:
+    """Accept sent as two field lines counts as one list: health+json on the second line is chosen."""
+    middleware = wrapped(Probes())
+    scope = {
+        "type": "http",
+        "method": "GET",
+        "path": "/healthz",
+        "query_string": b"",
+        "headers": [(b"accept", b"text/html;q=0.1"), (b"accept", b"application/health+json")],
+    }
+    sent: list[dict[str, Any]] = []
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    await middleware(scope, receive, send)
+    assert dict(sent[0]["headers"])[b"content-type"] == HEALTH_JSON.encode()

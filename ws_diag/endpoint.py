@@ -61,10 +61,9 @@ async def _respond(
 
 
 def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", ()):
-        if key.lower() == name:
-            return bytes(value).decode("latin-1")
-    return None
+    """All of a header's field lines, joined with commas (RFC 9110 section 5.3); ``None`` when absent."""
+    values = [bytes(value).decode("latin-1") for key, value in scope.get("headers", ()) if key.lower() == name]
+    return ", ".join(values) if values else None
 
 
 def _verbose(scope: Scope) -> bool:

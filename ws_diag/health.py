@@ -89,8 +89,8 @@ class HealthChecker:
         failure_threshold: consecutive failed runs before a probe counts as failed (at least 1).
         failure_duration: seconds of continuous failure after which it counts as failed
             (``None``: the count alone decides).
-        on_status_change: callables given a :class:`StatusChange` per transition; one
-            that raises is logged and ignored.
+        on_status_change: plain (not async) callables given a :class:`StatusChange` per
+            transition, in the run that saw it; one that raises is logged and ignored.
 
     Raises:
         TypeError: an object is not a probe.
