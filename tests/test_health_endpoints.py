@@ -347,3 +347,13 @@ async def test_accept_over_several_header_lines() -> None:
 
     await middleware(scope, receive, send)
     assert dict(sent[0]["headers"])[b"content-type"] == HEALTH_JSON.encode()
+
+
+async def test_hostile_query_and_accept_are_bounded() -> None:
+    """A huge Accept header or query string gets an ordinary answer: only their first KiB is read."""
+    middleware = wrapped(Probes())
+    accept = "text/html;q=0.1, " * 10_000 + "application/health+json"
+    status, headers, _ = await request(middleware, "/healthz", accept=accept)
+    assert (status, headers["content-type"]) == (200, "application/json")  # the wanted type lay past the bound
+    status, headers, body = await request(middleware, "/readyz", query="x=" + "y" * 100_000 + "&verbose")
+    assert (status, body) == (200, b'{"status":"pass"}')  # ?verbose lay past the bound: the plain answer

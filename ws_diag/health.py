@@ -298,7 +298,11 @@ class HealthChecker:
             await asyncio.wait(waits, timeout=self.timeout * 2)
 
     def _cancelled_report(self) -> HealthReport:
-        results = tuple(_failure(probe, 0.0, ProbeFailed("health check was cancelled")) for probe in self.probes)
+        cancelled = ProbeFailed("health check was cancelled")
+        results = tuple(
+            _failure(probe, 0.0, cancelled, required=self._required.get(probe.name, probe.required))
+            for probe in self.probes
+        )
         return HealthReport(results, datetime.now(UTC), 0.0)
 
     async def _refresh_forever(self) -> None:
@@ -435,12 +439,13 @@ def _result(probe: Probe, task: asyncio.Task[tuple[float, Any]]) -> ProbeResult:
     return ProbeResult(probe.name, probe.component, probe.required, "healthy", latency_ms, details=outcome or {})
 
 
-def _failure(probe: Probe, latency_ms: float, exc: BaseException) -> ProbeResult:
+def _failure(probe: Probe, latency_ms: float, exc: BaseException, *, required: bool | None = None) -> ProbeResult:
+    required = probe.required if required is None else required
     return ProbeResult(
         name=probe.name,
         component=probe.component,
-        required=probe.required,
-        status="failed" if probe.required else "degraded",
+        required=required,
+        status="failed" if required else "degraded",
         latency_ms=latency_ms,
         error=describe_exception(exc),
         error_type=type(exc).__name__,
