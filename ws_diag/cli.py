@@ -61,7 +61,11 @@ def _check(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return EXIT_CONFIG
-    report = asyncio.run(validate_websocket_component_health(probes, settings=settings))
+    try:
+        report = asyncio.run(validate_websocket_component_health(probes, settings=settings))
+    except ValueError as exc:  # required_probes naming a probe that is not configured, duplicate names
+        print(f"ws-diag: invalid configuration: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     if args.json:
         print(json.dumps(report, indent=2))
     else:

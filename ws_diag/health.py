@@ -8,25 +8,50 @@ import functools
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal
 
+from .codes import ComponentLike
 from .diagnosis import describe_exception
 from .probes.base import Probe, ProbeFailed
 from .report import HealthReport, ProbeResult, ProbeStatus
 from .settings import DiagSettings
 
 __all__ = [
+    "ComponentState",
     "HealthChecker",
     "HealthReport",
     "ProbeResult",
     "ProbeStatus",
+    "StatusChange",
     "validate_websocket_component_health",
 ]
 
 logger = logging.getLogger("ws_diag.health")
+settings_logger = logging.getLogger("ws_diag")
+
+ComponentState = Literal["up", "down"]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusChange:
+    """A probe's component went down or came back: given once per transition, never per check.
+
+    ``previous`` is ``"unknown"`` for a probe first seen down (a first run that finds it
+    up is no transition). ``at`` is when the run that saw it started (UTC).
+    """
+
+    probe: str
+    component: ComponentLike
+    previous: ComponentState | Literal["unknown"]
+    current: ComponentState
+    result: ProbeResult
+    at: datetime
+
 
 ReportHook = Callable[[HealthReport], object]
+StatusHook = Callable[[StatusChange], object]
 
 
 class HealthChecker:
@@ -41,14 +66,36 @@ class HealthChecker:
     cancellation of its caller) and returns within ``timeout`` plus scheduling
     slack, even if a probe ignores cancellation.
 
+    A failing probe counts as failed (``status="failed"`` when required, which makes
+    the report unhealthy) once it failed ``failure_threshold`` consecutive runs, or
+    has been failing for ``failure_duration`` seconds, whichever comes first; before
+    that it is ``degraded``, so one slow answer does not flap readiness. Each
+    transition of a probe between up and down (past the threshold) is logged once
+    (``component database: up -> down``, WARNING; back up at INFO) and given to the
+    ``on_status_change`` hooks.
+
     Args:
         probes: the probes; names must be unique.
         timeout: the deadline of a whole run, seconds.
         cache_ttl: how long a run's report is reused, seconds (0: never).
         refresh_interval: run in the background every so many seconds, so that a
             diagnosis finds a fresh report; ``None`` for no background runs.
-        clock: the monotonic clock the cache expires by (tests inject their own).
+        clock: the monotonic clock the cache and ``failure_duration`` go by (tests inject their own).
         on_report: callables given each new report (metrics); one that raises is logged and ignored.
+        failure_cache_ttl: how long a report with a failing probe is reused, seconds
+            (``None``: ``cache_ttl``).
+        required: names of the probes that are required, overriding each probe's own
+            ``required`` (``None``: keep them).
+        failure_threshold: consecutive failed runs before a probe counts as failed (at least 1).
+        failure_duration: seconds of continuous failure after which it counts as failed
+            (``None``: the count alone decides).
+        on_status_change: plain (not async) callables given a :class:`StatusChange` per
+            transition, in the run that saw it; one that raises is logged and ignored.
+
+    Raises:
+        TypeError: an object is not a probe.
+        ValueError: duplicate probe names, a non-positive timeout or threshold, or
+            ``required`` naming a probe that is not among ``probes``.
     """
 
     def __init__(
@@ -60,6 +107,11 @@ class HealthChecker:
         refresh_interval: float | None = None,
         clock: Callable[[], float] = time.monotonic,
         on_report: Iterable[ReportHook] = (),
+        failure_cache_ttl: float | None = None,
+        required: Iterable[str] | None = None,
+        failure_threshold: int = 1,
+        failure_duration: float | None = None,
+        on_status_change: Iterable[StatusHook] = (),
     ) -> None:
         self.probes = tuple(probes)
         for probe in self.probes:
@@ -74,8 +126,29 @@ class HealthChecker:
         if timeout <= 0:
             msg = f"timeout must be positive, got {timeout!r}"
             raise ValueError(msg)
+        if failure_threshold < 1:
+            msg = f"failure_threshold must be at least 1, got {failure_threshold!r}"
+            raise ValueError(msg)
+        self._required: dict[str, bool] = {}
+        if required is not None:
+            wanted = set(required)
+            unknown = sorted(wanted - set(names))
+            if unknown:
+                msg = (
+                    f"required_probes (WS_DIAG_REQUIRED_PROBES) names no configured probe: {unknown}; "
+                    f"the probes are {names}"
+                )
+                raise ValueError(msg)
+            self._required = {name: name in wanted for name in names}
         self.timeout = timeout
         self.cache_ttl = cache_ttl
+        self.failure_cache_ttl = cache_ttl if failure_cache_ttl is None else failure_cache_ttl
+        self.failure_threshold = failure_threshold
+        self.failure_duration = failure_duration
+        self.on_status_change = tuple(on_status_change)
+        # Per probe name: consecutive failed runs, and when the first began (monotonic, UTC).
+        self._streaks: dict[str, tuple[int, float, datetime]] = {}
+        self._states: dict[str, ComponentState] = {}
         self.refresh_interval = refresh_interval
         self._clock = clock
         self.on_report = tuple(on_report)
@@ -88,9 +161,55 @@ class HealthChecker:
         self._next_refresh_at: float | None = None  # clock time of the next background run
         self._stragglers: dict[str, asyncio.Task[Any]] = {}
 
+    @classmethod
+    def from_settings(
+        cls,
+        settings: DiagSettings,
+        probes: Iterable[Probe] = (),
+        *,
+        on_report: Iterable[ReportHook] = (),
+        on_status_change: Iterable[StatusHook] = (),
+    ) -> HealthChecker:
+        """A checker of the probes the settings ask for plus ``probes``, configured by the settings.
+
+        Uses ``probe_timeout``, ``cache_ttl``, ``failure_cache_ttl``, ``refresh_interval``,
+        ``required_probes``, ``failure_threshold`` and ``failure_duration``.
+
+        Raises:
+            ImportError: a probe's extra is missing (see :func:`ws_diag.probes.probes_from_settings`).
+            ValueError: ``required_probes`` names a probe that is not configured (also
+                logged at ERROR on logger ``ws_diag``, like every settings error).
+        """
+        from .probes import probes_from_settings
+
+        try:
+            return cls(
+                [*probes_from_settings(settings), *probes],
+                timeout=settings.probe_timeout,
+                cache_ttl=settings.cache_ttl,
+                failure_cache_ttl=settings.failure_cache_ttl,
+                refresh_interval=settings.refresh_interval,
+                on_report=on_report,
+                required=settings.required_probes,
+                failure_threshold=settings.failure_threshold,
+                failure_duration=settings.failure_duration,
+                on_status_change=on_status_change,
+            )
+        except ValueError as exc:
+            settings_logger.error(
+                "invalid ws_diag settings, health checker not built: %s",
+                exc,
+                extra={"ws_diag_event": "settings_invalid"},
+            )
+            raise
+
+    def ttl_of(self, report: HealthReport) -> float:
+        """How long ``report`` is reused, seconds: ``failure_cache_ttl`` when a probe failed, else ``cache_ttl``."""
+        return self.cache_ttl if all(r.ok for r in report.results) else self.failure_cache_ttl
+
     def cached(self) -> HealthReport | None:
         """The cached report while it is fresh, else ``None``; never runs probes."""
-        if self._cached is not None and self._clock() - self._cached_at < self.cache_ttl:
+        if self._cached is not None and self._clock() - self._cached_at < self.ttl_of(self._cached):
             return self._cached
         return None
 
@@ -109,7 +228,7 @@ class HealthChecker:
             cached_at = now  # its done callback, which caches it, has not run yet
         else:
             return 0.0
-        left = max(0.0, self.cache_ttl - (now - cached_at))
+        left = max(0.0, self.ttl_of(report) - (now - cached_at))
         refresher = self._refresher
         if self._next_refresh_at is not None and refresher is not None and not refresher.done():
             left = min(left, max(0.0, self._next_refresh_at - now))
@@ -179,7 +298,11 @@ class HealthChecker:
             await asyncio.wait(waits, timeout=self.timeout * 2)
 
     def _cancelled_report(self) -> HealthReport:
-        results = tuple(_failure(probe, 0.0, ProbeFailed("health check was cancelled")) for probe in self.probes)
+        cancelled = ProbeFailed("health check was cancelled")
+        results = tuple(
+            _failure(probe, 0.0, cancelled, required=self._required.get(probe.name, probe.required))
+            for probe in self.probes
+        )
         return HealthReport(results, datetime.now(UTC), 0.0)
 
     async def _refresh_forever(self) -> None:
@@ -221,8 +344,15 @@ class HealthChecker:
                 task.cancel()
                 self._stragglers[name] = task
                 task.add_done_callback(functools.partial(self._straggler_done, name))
-        results = tuple(self._result_of(probe, tasks.get(probe.name)) for probe in self.probes)
+        now = self._clock()
+        changes: list[StatusChange] = []
+        results = tuple(
+            self._judge(self._result_of(probe, tasks.get(probe.name)), now, checked_at, changes)
+            for probe in self.probes
+        )
         report = HealthReport(results, checked_at, (time.perf_counter() - started) * 1000, generation)
+        for change in changes:
+            self._announce(change)
         if logger.isEnabledFor(logging.INFO) and any(not r.ok for r in results):
             logger.info("health check: %s", report.to_dict()["summary"], extra={"ws_diag_event": "health_check"})
         for hook in self.on_report:
@@ -231,6 +361,46 @@ class HealthChecker:
             except Exception:
                 logger.exception("on_report hook %r failed", hook, extra={"ws_diag_event": "hook_failed"})
         return report
+
+    def _judge(self, raw: ProbeResult, now: float, checked_at: datetime, changes: list[StatusChange]) -> ProbeResult:
+        """Apply required-ness and the failure threshold to one raw result; note a transition."""
+        required = self._required.get(raw.name, raw.required)
+        if raw.ok:
+            self._streaks.pop(raw.name, None)
+            result = replace(raw, required=required) if required != raw.required else raw
+            state: ComponentState | None = "up"
+        else:
+            failures, since, since_utc = self._streaks.get(raw.name, (0, now, checked_at))
+            failures += 1
+            self._streaks[raw.name] = (failures, since, since_utc)
+            down = failures >= self.failure_threshold or (
+                self.failure_duration is not None and now - since >= self.failure_duration
+            )
+            status: ProbeStatus = "failed" if required and down else "degraded"
+            result = replace(raw, required=required, status=status, failures=failures, failing_since=since_utc)
+            state = "down" if down else None  # within the threshold: no verdict yet
+        previous = self._states.get(raw.name)
+        if state is not None and state != previous:
+            self._states[raw.name] = state
+            if previous is not None or state == "down":
+                changes.append(StatusChange(raw.name, raw.component, previous or "unknown", state, result, checked_at))
+        return result
+
+    def _announce(self, change: StatusChange) -> None:
+        level = logging.WARNING if change.current == "down" else logging.INFO
+        logger.log(
+            level,
+            "component %s: %s -> %s",
+            change.probe,
+            change.previous,
+            change.current,
+            extra={"ws_diag_event": "status_change", "probe": change.probe, "status": change.current},
+        )
+        for hook in self.on_status_change:
+            try:
+                hook(change)
+            except Exception:
+                logger.exception("on_status_change hook %r failed", hook, extra={"ws_diag_event": "hook_failed"})
 
     def _result_of(self, probe: Probe, task: asyncio.Task[tuple[float, Any]] | None) -> ProbeResult:
         if task is None:
@@ -269,12 +439,13 @@ def _result(probe: Probe, task: asyncio.Task[tuple[float, Any]]) -> ProbeResult:
     return ProbeResult(probe.name, probe.component, probe.required, "healthy", latency_ms, details=outcome or {})
 
 
-def _failure(probe: Probe, latency_ms: float, exc: BaseException) -> ProbeResult:
+def _failure(probe: Probe, latency_ms: float, exc: BaseException, *, required: bool | None = None) -> ProbeResult:
+    required = probe.required if required is None else required
     return ProbeResult(
         name=probe.name,
         component=probe.component,
-        required=probe.required,
-        status="failed" if probe.required else "degraded",
+        required=required,
+        status="failed" if required else "degraded",
         latency_ms=latency_ms,
         error=describe_exception(exc),
         error_type=type(exc).__name__,
@@ -291,14 +462,19 @@ async def validate_websocket_component_health(
 
     Args:
         probes: the probes; by default those the settings ask for.
-        settings: deadline, code scheme and probe settings; read from the environment when omitted.
+        settings: deadline, code scheme, ``required_probes`` and probe settings; read from the
+            environment when omitted.
         expose_details: include (redacted) error texts rather than exception type names.
+
+    Raises:
+        ValueError: ``required_probes`` names a probe that is not among the probes.
     """
     from .probes import probes_from_settings
 
     settings = settings if settings is not None else DiagSettings()
     chosen = list(probes) if probes is not None else probes_from_settings(settings)
-    checker = HealthChecker(chosen, timeout=settings.probe_timeout, cache_ttl=0)
+    # One run: required_probes applies, the failure threshold cannot (it needs a history).
+    checker = HealthChecker(chosen, timeout=settings.probe_timeout, cache_ttl=0, required=settings.required_probes)
     try:
         report = await checker.check()
     finally:

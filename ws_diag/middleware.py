@@ -21,10 +21,10 @@ from .classify import Classifier
 from .codes import CLOSE_NORMAL, ComponentLike, is_failure_close_code, validate_components
 from .departure import client_left
 from .diagnoser import Diagnoser
-from .endpoint import serve_health
+from .endpoint import health_routes
 from .health import HealthChecker, HealthReport
 from .lifecycle import Connection, ConnectionListener, Lifecycle
-from .probes import Probe, probes_from_settings
+from .probes import Probe
 from .responder import (
     DiagnosisHook,
     Intervention,
@@ -100,13 +100,7 @@ class DiagnosticsMiddleware:
         self.components = validate_components(components)
         self.classifier = classifier if classifier is not None else Classifier()
         if checker is None:
-            checker = HealthChecker(
-                [*probes_from_settings(settings), *probes],
-                timeout=settings.probe_timeout,
-                cache_ttl=settings.cache_ttl,
-                refresh_interval=settings.refresh_interval,
-                on_report=_as_tuple(on_health_report),
-            )
+            checker = HealthChecker.from_settings(settings, probes, on_report=_as_tuple(on_health_report))
         elif tuple(probes) or _as_tuple(on_health_report):
             msg = "pass probes and on_health_report either to the middleware or to its checker, not both"
             raise ValueError(msg)
@@ -121,7 +115,7 @@ class DiagnosticsMiddleware:
         self.responder = Responder(settings, self.diagnoser)
         self.lifecycle = Lifecycle.build(listeners, _as_tuple(on_diagnosis), settings.send_timeout)
         self._events = bool(self.lifecycle.listeners)
-        self._health_path = settings.health_path
+        self._health_routes = health_routes(settings)
         self._rewrite_codes = settings.rewrite_codes
         self._passthrough_preaccept = settings.preaccept == "passthrough"
         self._track = settings.track_disconnect
@@ -131,8 +125,12 @@ class DiagnosticsMiddleware:
         if self._refresh:
             self.checker.start()  # cheap when running; follows the app into a new event loop
         if scope["type"] != "websocket" or SCOPE_KEY in scope:
-            if self._health_path is not None and scope["type"] == "http" and scope.get("path") == self._health_path:
-                await serve_health(scope, receive, send, self.checker, self.settings)
+            if (
+                self._health_routes
+                and scope["type"] == "http"
+                and (route := self._health_routes.get(scope.get("path", "")))
+            ):
+                await route(scope, receive, send, self.checker, self.settings)
                 return
             await self.app(scope, receive, send)  # not a websocket, or an outer ws_diag layer watches it
             return

@@ -17,7 +17,13 @@ ProbeStatus = Literal["healthy", "failed", "degraded"]
 
 @dataclass(frozen=True, slots=True)
 class ProbeResult:
-    """One probe's outcome. ``error`` is redacted; ``error_type`` is just the exception's name."""
+    """One probe's outcome. ``error`` is redacted; ``error_type`` is just the exception's name.
+
+    ``status`` is ``healthy``; ``failed`` (a required probe whose failure counts: past the
+    checker's failure threshold); or ``degraded`` (failing, but not required or still within
+    the threshold). ``failures`` counts the consecutive failed runs up to this one (0 when
+    healthy) and ``failing_since`` is when the first of them started (UTC).
+    """
 
     name: str
     component: ComponentLike
@@ -27,6 +33,8 @@ class ProbeResult:
     error: str | None = None
     error_type: str | None = None
     details: Mapping[str, Any] = field(default_factory=dict)
+    failures: int = 0
+    failing_since: datetime | None = None
 
     @property
     def ok(self) -> bool:

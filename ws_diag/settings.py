@@ -29,6 +29,7 @@ _LIST_EXAMPLES = {
     "rewrite_codes": "[1011,1006]",
     "required_env": '["A","B"]',
     "probe_priority": '["database","redis"]',
+    "required_probes": '["database","redis"]',
 }
 # How much of a rejected value an error message repeats.
 _SHOWN_CHARS = 40
@@ -153,13 +154,46 @@ class DiagSettings(BaseSettings):
         description="Per-component retry_after, seconds, by component key; the variable is JSON: '{\"database\": 5}'.",
     )
     health_path: str | None = Field(None, description="Answer GET on this HTTP path with the health report.")
+    liveness_path: str | None = Field(
+        None,
+        description="Answer GET on this HTTP path with liveness (200 while the process answers; never runs probes), "
+        "e.g. /livez.",
+    )
+    readiness_path: str | None = Field(
+        None, description="Answer GET on this HTTP path with readiness (200 when no required probe failed, else 503)."
+    )
+    required_probes: Annotated[tuple[str, ...], NoDecode] | None = Field(
+        None,
+        description="Names of the probes whose failure makes the service unready; every other probe only "
+        "degrades it. Unset: each probe's own 'required'.",
+    )
+    failure_threshold: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="A failing probe counts as failed after this many consecutive failed runs (1: at once).",
+    )
+    failure_duration: float | None = Field(
+        None,
+        gt=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="...or once it has been failing this long, seconds, whichever comes first.",
+    )
+    failure_cache_ttl: float | None = Field(
+        None,
+        ge=0,
+        le=3600,
+        allow_inf_nan=False,
+        description="How long a run with a failing probe is reused, seconds; unset: cache_ttl.",
+    )
     health_token: SecretStr | None = Field(
         None,
         description="Require 'Authorization: Bearer <token>' on the health endpoint; "
         "never blank, no surrounding whitespace.",
     )
 
-    @field_validator("rewrite_codes", "required_env", "probe_priority", mode="before")
+    @field_validator("rewrite_codes", "required_env", "probe_priority", "required_probes", mode="before")
     @classmethod
     def _json_list(cls, value: object, info: ValidationInfo) -> object:
         if not isinstance(value, str):
@@ -191,13 +225,36 @@ class DiagSettings(BaseSettings):
                 raise ValueError(msg)
         return token
 
-    @field_validator("health_path")
+    @field_validator("health_path", "liveness_path", "readiness_path")
     @classmethod
-    def _path_is_absolute(cls, path: str | None) -> str | None:
+    def _path_is_absolute(cls, path: str | None, info: ValidationInfo) -> str | None:
         if path is not None and not path.startswith("/"):
-            msg = f"health_path must start with '/', got {path!r}"
+            msg = f"{info.field_name} must start with '/', got {path[:_SHOWN_CHARS]!r}"
             raise ValueError(msg)
         return path
+
+    @field_validator("required_probes")
+    @classmethod
+    def _probe_names(cls, names: tuple[str, ...] | None) -> tuple[str, ...] | None:
+        if names is not None:
+            bad = [name for name in names if not name.strip()]
+            if bad:
+                msg = "required_probes must hold probe names, got an empty one"
+                raise ValueError(msg)
+        return names
+
+    @model_validator(mode="after")
+    def _distinct_paths(self) -> DiagSettings:
+        paths: dict[str, str] = {}
+        for field in ("health_path", "liveness_path", "readiness_path"):
+            path = getattr(self, field)
+            if path is None:
+                continue
+            if path in paths:
+                msg = f"{field} and {paths[path]} are the same path {path[:_SHOWN_CHARS]!r}; each needs its own"
+                raise ValueError(msg)
+            paths[path] = field
+        return self
 
     @field_validator("http_probes", mode="before")
     @classmethod
