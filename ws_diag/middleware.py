@@ -125,18 +125,10 @@ class DiagnosticsMiddleware:
         if self._refresh:
             self.checker.start()  # cheap when running; follows the app into a new event loop
         if scope["type"] != "websocket" or SCOPE_KEY in scope:
-            if (
-                self._health_routes
-                and scope["type"] == "http"
-                and (route := self._health_routes.get(scope.get("path", "")))
-            ):
-                await route(scope, receive, send, self.checker, self.settings)
-                return
-            await self.app(scope, receive, send)  # not a websocket, or an outer ws_diag layer watches it
+            # Not a websocket, or an outer ws_diag layer watches it. The websocket path below
+            # stays in this coroutine: another coroutine frame would cost ~400 B per connection.
+            await self._pass_through(scope, receive, send)
             return
-        await self._serve_websocket(scope, receive, send)
-
-    async def _serve_websocket(self, scope: Scope, receive: Receive, send: Send) -> None:
         # A connection costs one small state object and one closure: the send wrapper.
         state = scope[SCOPE_KEY] = Connection(scope)
         logger.debug(
@@ -169,6 +161,16 @@ class DiagnosticsMiddleware:
         finally:
             if self._events:
                 self.lifecycle.closed(state)
+
+    def _pass_through(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        """HTTP (the health routes, else the app), lifespan, and websockets an outer layer watches."""
+        if (
+            self._health_routes
+            and scope["type"] == "http"
+            and (route := self._health_routes.get(scope.get("path", "")))
+        ):
+            return route(scope, receive, send, self.checker, self.settings)
+        return self.app(scope, receive, send)
 
     async def _on_exception(self, state: Connection, send: Send, exc: Exception) -> None:
         """The app raised: diagnose and tell the client, unless it left or ws_diag must stand back."""
