@@ -8,9 +8,13 @@ text format, as a Prometheus server would.
 from __future__ import annotations
 
 import asyncio
+import json
+import math
 import shutil
 import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -19,7 +23,7 @@ from clients import CLIENT_TIMEOUT, talk
 from harness import CONNECT, drive, ws_scope
 from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
 from prometheus_client.parser import text_string_to_metric_families
-from servers import SERVER_KINDS, run_server
+from servers import SERVER_KINDS, free_port, run_server
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
@@ -275,3 +279,112 @@ async def scraped_sessions(app: Any, kind: str, database: Database) -> None:
         assert checked_up is not None
         assert checked_up > checked_down
         assert value(fresh, "ws_diag_sessions_opened_total") == 3  # scrapes are not sessions
+
+
+def test_per_connection_benchmark_runs() -> None:
+    """benchmarks/sessions.py runs with tiny sizes, counts every session it ran, and reports finite medians."""
+    root = Path(__file__).resolve().parent.parent
+    done = subprocess.run(
+        [sys.executable, "-m", "benchmarks.sessions", "--quick", "--json", "-"],
+        cwd=root,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
+    result = json.loads(done.stdout)
+    assert result["counted_sessions"] == result["expected_counted"]
+    listener = result["variants"]["ws_diag + PrometheusMetrics"]
+    for key in ("ns_per_session", "added_ns_vs_bare", "ratio_vs_bare", "added_ns_vs_ws_diag", "ratio_vs_ws_diag"):
+        assert math.isfinite(listener[key]), key
+
+
+# -- a real Prometheus server scraping the app, with the shipped rules loaded --------------------
+
+PROMETHEUS = shutil.which("prometheus")
+RULES = Path(__file__).resolve().parent.parent / "ops" / "prometheus" / "ws_diag.rules.yml"
+
+
+async def prometheus_api(client: httpx.AsyncClient, base: str, path: str, **params: str) -> Any:
+    """GET a Prometheus API endpoint; its ``data``, or ``None`` while the server is not up yet."""
+    try:
+        response = await client.get(f"{base}{path}", params=params)
+    except httpx.TransportError:
+        return None
+    if response.status_code != 200:
+        return None
+    return response.json()["data"]
+
+
+async def poll(what: str, limit_s: float, check: Any) -> Any:
+    """Call ``check`` until it returns something truthy, within ``limit_s`` seconds."""
+    try:
+        async with asyncio.timeout(limit_s):
+            while True:
+                found = await check()
+                if found:
+                    return found
+                await asyncio.sleep(0.2)  # Prometheus scrapes and evaluates every second
+    except TimeoutError:
+        pytest.fail(f"Prometheus never showed {what} within {limit_s} s")
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(PROMETHEUS is None, reason="prometheus not installed (Debian package 'prometheus')")
+async def test_real_prometheus_fires_on_the_first_failure(tmp_path: Path) -> None:
+    """Prometheus scrapes the fresh app's zeros; the very first failure fires WsDiagSessionFailures."""
+    assert PROMETHEUS is not None
+    database = Database()
+    app, _ = metrics_app(database)
+    async with run_server(app, "uvicorn") as url, httpx.AsyncClient(timeout=5) as client:
+        port = free_port()
+        target = url.removeprefix("ws://")
+        config = tmp_path / "prometheus.yml"
+        config.write_text(
+            json.dumps(  # JSON is YAML
+                {
+                    "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+                    "rule_files": [str(RULES)],
+                    "scrape_configs": [{"job_name": "app", "static_configs": [{"targets": [target]}]}],
+                }
+            )
+        )
+        log = (tmp_path / "prometheus.log").open("w")
+        server = await asyncio.create_subprocess_exec(
+            PROMETHEUS,
+            f"--config.file={config}",
+            f"--storage.tsdb.path={tmp_path / 'data'}",
+            f"--web.listen-address=127.0.0.1:{port}",
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=log,
+        )
+        base = f"http://127.0.0.1:{port}"
+        series = 'ws_diag_diagnoses_total{job="app",component="database",source="probe",delivered="true"}'
+        try:
+
+            async def scraped_zero() -> bool:
+                data = await prometheus_api(client, base, "/api/v1/query", query=series)
+                return bool(data and data["result"] and data["result"][0]["value"][1] == "0")
+
+            await poll("the database's zero series", 30, scraped_zero)
+
+            async def failure_alerts() -> list[dict[str, Any]]:
+                data = await prometheus_api(client, base, "/api/v1/alerts")
+                alerts = data["alerts"] if data else []
+                return [a for a in alerts if a["labels"]["alertname"] == "WsDiagSessionFailures"]
+
+            assert await failure_alerts() == []
+            failed = await talk(f"{url}/fail")
+            assert failed.code == 4005
+            (alert,) = await poll("WsDiagSessionFailures", 30, failure_alerts)
+            assert alert["labels"]["component"] == "database"
+            assert alert["state"] == "firing"
+        finally:
+            server.terminate()
+            try:
+                await asyncio.wait_for(server.wait(), 10)
+            except TimeoutError:
+                server.kill()
+                await server.wait()
+            log.close()
