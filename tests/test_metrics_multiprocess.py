@@ -11,29 +11,39 @@ from typing import Any
 
 
 def test_prometheus_multiprocess_mode(tmp_path: Any) -> None:
-    """In multi-process mode counters add up across workers and up/down is the minimum over live workers."""
+    """Counters add up across workers, zero series survive, up/down and check time are the minimum over live workers."""
     worker = textwrap.dedent(
         """
         import sys
         from ws_diag.metrics import PrometheusMetrics
         from ws_diag import Component, Diagnosis, DiagnosisEvent
         from ws_diag.health import HealthReport, ProbeResult
+        from ws_diag.lifecycle import Connection
         from datetime import datetime, UTC
         metrics = PrometheusMetrics()
+        connection = Connection({"type": "websocket", "path": "/ws"})
+        metrics.opened(connection)
         diagnosis = Diagnosis.for_component(Component.REDIS, "probe")
-        metrics.on_diagnosis(DiagnosisEvent(diagnosis, 4007, None, True, 1.0, "/ws", None))
+        metrics.diagnosed(connection, DiagnosisEvent(diagnosis, 4007, None, True, 1.0, "/ws", None))
+        connection.outcome = "diagnosed"
+        metrics.closed(connection)
         up = sys.argv[1] == "up"
         status = "healthy" if up else "failed"
         result = ProbeResult("redis", Component.REDIS, True, status, 1.0)
-        metrics.on_health_report(HealthReport((result,), datetime.now(UTC), 1.0))
+        metrics.on_health_report(HealthReport((result,), datetime.fromtimestamp(float(sys.argv[2]), UTC), 1.0))
         print(__import__("os").getpid())
         """
     )
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(tmp_path)}
     pids = {}
-    for state in ("up", "down"):
+    for state, checked_at in (("up", "2000"), ("down", "1000")):
         done = subprocess.run(
-            [sys.executable, "-c", worker, state], env=env, check=True, timeout=60, capture_output=True, text=True
+            [sys.executable, "-c", worker, state, checked_at],
+            env=env,
+            check=True,
+            timeout=60,
+            capture_output=True,
+            text=True,
         )
         pids[state] = int(done.stdout)
     collect = textwrap.dedent(
@@ -44,10 +54,19 @@ def test_prometheus_multiprocess_mode(tmp_path: Any) -> None:
             multiprocess.mark_process_dead(int(pid))
         registry = CollectorRegistry()
         multiprocess.MultiProcessCollector(registry)
+        redis = {"probe": "redis", "component": "redis"}
         print(json.dumps({
-            "closes": registry.get_sample_value(
-                "ws_diag_closes_rewritten_total", {"component": "redis", "code": "4007", "source": "probe"}),
-            "up": registry.get_sample_value("ws_diag_component_up", {"probe": "redis", "component": "redis"}),
+            "opened": registry.get_sample_value("ws_diag_sessions_opened_total"),
+            "diagnosed": registry.get_sample_value("ws_diag_sessions_closed_total", {"outcome": "diagnosed"}),
+            "normal": registry.get_sample_value("ws_diag_sessions_closed_total", {"outcome": "normal"}),
+            "redis": registry.get_sample_value(
+                "ws_diag_diagnoses_total", {"component": "redis", "source": "probe", "delivered": "true"}),
+            "database": registry.get_sample_value(
+                "ws_diag_diagnoses_total", {"component": "database", "source": "probe", "delivered": "true"}),
+            "close_code": registry.get_sample_value(
+                "ws_diag_diagnosis_closes_total", {"component": "redis", "close_code": "4007"}),
+            "up": registry.get_sample_value("ws_diag_component_up", redis),
+            "checked": registry.get_sample_value("ws_diag_probe_last_check_timestamp_seconds", redis),
         }))
         """
     )
@@ -56,5 +75,8 @@ def test_prometheus_multiprocess_mode(tmp_path: Any) -> None:
         argv = [sys.executable, "-c", collect, *map(str, dead)]
         return json.loads(subprocess.run(argv, env=env, check=True, timeout=60, capture_output=True, text=True).stdout)
 
-    assert collected() == {"closes": 2, "up": 0}  # one worker saw it down: down
-    assert collected(pids["down"]) == {"closes": 2, "up": 1}  # that worker is gone: up
+    counts = {"opened": 2, "diagnosed": 2, "normal": 0, "redis": 2, "database": 0, "close_code": 2}
+    # One worker saw it down, at the older check: down, and the age is the oldest worker's.
+    assert collected() == {**counts, "up": 0, "checked": 1000}
+    # That worker is gone: up, checked at the live worker's time.
+    assert collected(pids["down"]) == {**counts, "up": 1, "checked": 2000}

@@ -67,7 +67,7 @@ async def test_failing_hook_changes_nothing(caplog: pytest.LogCaptureFixture) ->
 
 
 async def test_prometheus_metrics() -> None:
-    """Rewritten closes are counted by component and code; probes feed latency and up/down."""
+    """Diagnosed failures are counted by component, source and delivery; probes feed latency, up/down and check time."""
     registry = CollectorRegistry()
     metrics = PrometheusMetrics(registry=registry)
 
@@ -79,16 +79,26 @@ async def test_prometheus_metrics() -> None:
         failing(TimeoutError()),
         settings=DiagSettings(),
         probes=[probe],
-        on_diagnosis=metrics.on_diagnosis,
+        listeners=[metrics],
         on_health_report=metrics.on_health_report,
     )
     for _ in range(3):
         await drive(middleware, [CONNECT])
-    closes = registry.get_sample_value(
-        "ws_diag_closes_rewritten_total", {"component": "database", "code": "4005", "source": "probe"}
+    diagnoses = registry.get_sample_value(
+        "ws_diag_diagnoses_total", {"component": "database", "source": "probe", "delivered": "true"}
     )
-    assert closes == 3
+    assert diagnoses == 3
+    assert (
+        registry.get_sample_value("ws_diag_diagnosis_closes_total", {"component": "database", "close_code": "4005"})
+        == 3
+    )
+    assert registry.get_sample_value("ws_diag_sessions_closed_total", {"outcome": "diagnosed"}) == 3
     assert registry.get_sample_value("ws_diag_component_up", {"probe": "database", "component": "database"}) == 0
+    checked = registry.get_sample_value(
+        "ws_diag_probe_last_check_timestamp_seconds", {"probe": "database", "component": "database"}
+    )
+    assert checked is not None
+    assert checked > 0
     assert registry.get_sample_value("ws_diag_probe_latency_seconds_count", {"probe": "database"}) == 1  # cached
 
 
