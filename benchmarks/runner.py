@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import connect, diagnosis, memory, message_path, server_path, storm
+from . import connect, diagnosis, memory, message_path, server_path, sessions, storm
 from .common import ProbeClients, Services, machine, machine_busy, probe_clients, progress, services
 
 __all__ = ["SECTIONS", "Section", "quiet_logging", "raise_fd_limit", "run_sections"]
@@ -36,6 +36,10 @@ async def _message_path(cfg: Any, _: ProbeClients | None) -> dict[str, Any]:
 
 async def _memory(cfg: Any, _: ProbeClients | None) -> dict[str, Any]:
     return await memory.run(cfg)
+
+
+async def _sessions(cfg: Any, _: ProbeClients | None) -> dict[str, Any]:
+    return await sessions.run(cfg)
 
 
 def _with_clients(
@@ -73,6 +77,9 @@ SECTIONS: dict[str, Section] = {
     ),
     "storm": Section("5. Failure storm", storm.StormConfig, _with_clients(storm.run), storm.render, True),
     "memory": Section("6. Memory", memory.MemoryConfig, _memory, memory.render, False),
+    "sessions": Section(
+        "7. Per-session cost of lifecycle listeners", sessions.SessionsConfig, _sessions, sessions.render, False
+    ),
 }
 
 

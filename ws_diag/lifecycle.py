@@ -111,19 +111,33 @@ class _HookListener(ConnectionListener):
         return repr(self.hook)
 
 
+_SYNC_EVENTS = ("opened", "accepted", "client_gone", "closed")
+
+
+def _overrides(listener: ConnectionListener, event: str) -> bool:
+    return getattr(type(listener), event, None) is not getattr(ConnectionListener, event)
+
+
 class Lifecycle:
     """Delivers a connection's events to the listeners, each guarded.
+
+    Only the events a listener overrides are delivered to it (a no-op method
+    inherited from :class:`ConnectionListener` costs nothing per connection).
 
     Args:
         listeners: the subscribers, called in order.
         hook_timeout: bound on awaiting an async ``diagnosed``, seconds.
     """
 
-    __slots__ = ("hook_timeout", "listeners")
+    __slots__ = ("_subscribers", "hook_timeout", "listeners")
 
     def __init__(self, listeners: Iterable[ConnectionListener], hook_timeout: float) -> None:
         self.listeners = tuple(listeners)
         self.hook_timeout = hook_timeout
+        self._subscribers = {
+            event: tuple(listener for listener in self.listeners if _overrides(listener, event))
+            for event in (*_SYNC_EVENTS, "diagnosed")
+        }
 
     @classmethod
     def build(
@@ -137,27 +151,23 @@ class Lifecycle:
 
     def opened(self, connection: Connection) -> None:
         """Raise ``opened``."""
-        for listener in self.listeners:
-            _guarded(listener, "opened", connection)
+        self._raise("opened", connection)
 
     def accepted(self, connection: Connection) -> None:
         """Raise ``accepted``."""
-        for listener in self.listeners:
-            _guarded(listener, "accepted", connection)
+        self._raise("accepted", connection)
 
     def client_gone(self, connection: Connection) -> None:
         """Raise ``client_gone``."""
-        for listener in self.listeners:
-            _guarded(listener, "client_gone", connection)
+        self._raise("client_gone", connection)
 
     def closed(self, connection: Connection) -> None:
         """Raise ``closed``."""
-        for listener in self.listeners:
-            _guarded(listener, "closed", connection)
+        self._raise("closed", connection)
 
     async def diagnosed(self, connection: Connection, event: DiagnosisEvent) -> None:
         """Raise ``diagnosed``; async listeners are awaited within ``hook_timeout``."""
-        for listener in self.listeners:
+        for listener in self._subscribers["diagnosed"]:
             try:
                 result = listener.diagnosed(connection, event)
                 if inspect.isawaitable(result):
@@ -166,12 +176,12 @@ class Lifecycle:
             except Exception as err:
                 _log_failure(listener, "diagnosed", err)
 
-
-def _guarded(listener: ConnectionListener, event: str, connection: Connection) -> None:
-    try:
-        getattr(listener, event)(connection)
-    except Exception as err:
-        _log_failure(listener, event, err)
+    def _raise(self, event: str, connection: Connection) -> None:
+        for listener in self._subscribers[event]:
+            try:
+                getattr(listener, event)(connection)
+            except Exception as err:
+                _log_failure(listener, event, err)
 
 
 def _log_failure(listener: object, event: str, err: BaseException) -> None:
