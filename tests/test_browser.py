@@ -65,7 +65,7 @@ OVERFLOW = """() => {
     if (root.scrollWidth > width + 1) bad.push(`the page scrolls sideways: ${root.scrollWidth} > ${width}`);
     const name = (n) => n.id ? `#${n.id}` : `${n.tagName.toLowerCase()}.${n.className || ""}` +
         ` "${(n.textContent || "").trim().slice(0, 40)}"`;
-    for (const box of document.querySelectorAll("header, main > section, #side > section")) {
+    for (const box of document.querySelectorAll("header, main > section")) {
         const outer = box.getBoundingClientRect();
         if (outer.left < -1 || outer.right > width + 1) bad.push(`${name(box)} leaves the viewport`);
         for (const node of box.querySelectorAll("*")) {
@@ -117,11 +117,11 @@ class Demo:
         """Wait until the health panel says HTTP ``http``; return {probe: (status, latency)} as shown."""
         await expect(self.page.locator("#health-state")).to_contain_text(f"HTTP {http}", timeout=TIMEOUT_MS)
         shown = {}
-        for row in await self.page.locator("#health-rows tr").all():
-            probe = await row.get_attribute("data-probe")
+        for card in await self.page.locator("#health-cards .comp").all():
+            probe = await card.get_attribute("data-probe")
             assert probe is not None
-            status = await row.locator(".status").inner_text()
-            shown[probe] = (status, await row.locator("td.latency").inner_text())
+            status = await card.locator(".status").inner_text()
+            shown[probe] = (status, await card.locator(".latency").inner_text())
         return shown
 
     async def report(self) -> dict[str, Any]:
@@ -145,6 +145,7 @@ class Demo:
         """Check the layout, then save the whole page as ``<state>.png`` when --screenshots asked for it."""
         await self.fits()
         if self.shots is not None:
+            await self.page.evaluate("window.scrollTo(0, 0)")  # the close card is sticky: show it where it starts
             await self.page.screenshot(path=self.shots / f"{state}.png", full_page=True, animations="disabled")
 
     async def explain(self, cases: Sequence[tuple[int, str, str]]) -> list[dict[str, Any]]:
@@ -229,7 +230,7 @@ async def demo(browser: Browser, shots: Path | None) -> AsyncIterator[Demo]:
 
 
 async def test_first_view_explains_itself(demo: Demo) -> None:
-    """Before any click: every scenario says what it shows and what to notice; health up; live connected; no incidents."""
+    """Before a click: each scenario says what it shows and what to notice; health up; live connected; no incidents."""
     for scenario in await demo.page.locator(".scenario").all():
         shown = await scenario.inner_text()
         label = await scenario.get_by_role("button").inner_text()
@@ -281,7 +282,7 @@ async def test_database_error_is_diagnosed(demo: Demo, caplog: pytest.LogCapture
         "suggestions": "\n".join(Component.DATABASE.suggestions),
         "retryable": "yes",
         "retry-after": "1000 ms (a client waits at least this long before reconnecting)",
-        "source": "app: the app: it raised an error naming the component",
+        "source": "app: the app named the component (it raised a WebSocketComponentError)",
     }
     assert INCIDENT_ID.fullmatch(incident), incident
     logged = [getattr(r, "incident_id", None) for r in caplog.records if r.getMessage().startswith("diagnosis:")]
@@ -297,7 +298,7 @@ async def test_database_error_is_diagnosed(demo: Demo, caplog: pytest.LogCapture
     raw = await demo.page.locator("#raw").inner_text()
     frame = json.loads(raw)
     assert (frame["type"], frame["error"]["code"], frame["error"]["incident_id"]) == ("error", 4005, incident)
-    assert f'  "type": "error",\n' in raw  # pretty printed, one field a line
+    assert '  "type": "error",\n' in raw  # pretty printed, one field a line
     assert frame == (await demo.frames())[-1]
     await demo.snap("04-database-error-raw-frame")
 
@@ -346,7 +347,7 @@ async def test_ambiguous_timeout_follows_the_database_probe(demo: Demo) -> None:
     assert health["database"][0] == "down"
     assert health["redis"][0] == "up"
     assert "HTTP 503 \u00b7 1 down" in await demo.page.locator("#health-state").inner_text()
-    assert "failures now read 4005" in await demo.page.locator("#health-rows").inner_text()
+    assert "failures the app cannot name now read 4005" in await demo.page.locator("#health-cards").inner_text()
     assert (await demo.report())["failed_components"] == ["database"]
     await expect(demo.page.locator("#live")).to_contain_text("reconnecting in", timeout=TIMEOUT_MS)
     assert await demo.page.get_by_role("button", name="Break database probe").is_disabled()
@@ -359,7 +360,7 @@ async def test_ambiguous_timeout_follows_the_database_probe(demo: Demo) -> None:
         Component.DATABASE.description,
         "yes",
     )
-    assert shown["source"].startswith("probe: a health probe: the error named no component")
+    assert shown["source"].startswith("probe: a failing health probe; the error itself named no component")
     timeline = await demo.timeline()
     whats = [row[1] for row in timeline]
     assert whats[0] == "Ambiguous timeout (probes decide)"
@@ -401,6 +402,8 @@ async def test_too_long_close_reason_arrives_and_wraps(demo: Demo) -> None:
     reason = shown["message"]
     assert set(reason) == {"é"}
     assert 120 <= len(reason.encode()) <= 123
+    size = await demo.page.locator("#r-reason-size").inner_text()
+    assert size == f"The close reason itself: {len(reason.encode())} UTF-8 bytes (a close frame holds at most 123)."
     message = await demo.page.locator("#r-message").bounding_box()
     card = await demo.page.locator("#card").bounding_box()
     assert message is not None
