@@ -236,6 +236,9 @@ async def test_first_view_explains_itself(demo: Demo) -> None:
         label = await scenario.get_by_role("button").inner_text()
         assert shown.startswith(label), shown
         assert "Notice:" in shown, shown
+        described = await scenario.get_by_role("button").get_attribute("aria-describedby")
+        assert described is not None
+        assert len(described.split()) == 2
         assert len(shown) > len(label) + 80, shown  # a real explanation, not a caption
     assert await demo.page.locator(".scenario").count() == 6
     health = await demo.health(200)
@@ -250,6 +253,25 @@ async def test_first_view_explains_itself(demo: Demo) -> None:
     assert "No incidents yet" in await demo.page.locator("#timeline-box").inner_text()
     assert await demo.page.locator("#live").inner_text() == "connected"
     await demo.snap("01-first-view")
+
+
+async def test_health_panel_follows_changes_made_elsewhere(demo: Demo) -> None:
+    """The panel polls /health by itself: a probe broken by another client shows down without a click, then up again."""
+    checked = demo.page.locator("#health-checked")
+    first = await checked.inner_text()
+    await expect(checked).not_to_have_text(first, timeout=TIMEOUT_MS)  # a newer check, shown unprompted
+    request = demo.page.context.request
+    assert (await request.post(demo.base + "/break/database")).ok
+    health = await demo.health(503)
+    assert health["database"][0] == "down"
+    await expect(demo.page.locator("#live")).to_contain_text("reconnecting in", timeout=TIMEOUT_MS)
+    await expect(demo.page.get_by_role("button", name="Fix database probe")).to_be_enabled(timeout=TIMEOUT_MS)
+    await expect(demo.page.get_by_role("button", name="Break database probe")).to_be_disabled(timeout=TIMEOUT_MS)
+    assert (await request.delete(demo.base + "/break/database")).ok
+    health = await demo.health(200)
+    assert health["database"][0] == "up"
+    await expect(demo.page.get_by_role("button", name="Break database probe")).to_be_enabled(timeout=TIMEOUT_MS)
+    await expect(demo.page.locator("#live")).to_have_text("reconnected", timeout=TIMEOUT_MS)
 
 
 async def test_healthy_echo_closes_normally(demo: Demo) -> None:
