@@ -147,7 +147,7 @@ def build_app(settings: DiagSettings | None = None) -> DiagnosticsMiddleware:
         key = request.path_params["key"]
         if key not in breakable:
             # Unknown, or a real PostgreSQL/Redis is configured: the page cannot break a real server.
-            return JSONResponse({"error": f"no embedded probe named {key!r}"}, status_code=404)
+            return JSONResponse({"error": "no embedded probe by that name"}, status_code=404)
         logger.info("%s probe %s from the page", key, "broken" if request.method == "POST" else "repaired")
         wrapped.checker.invalidate()  # show the change at once, not after the cache expires
         toggles.toggle(key, broken=request.method == "POST")
