@@ -450,6 +450,25 @@ async def test_phone_width_has_no_overflow(browser: Browser, shots: Path | None)
         await phone.health(200)
 
 
+async def test_health_panel_says_when_the_endpoint_needs_a_token(browser: Browser) -> None:
+    """With a health token set, the panel says the endpoint needs one instead of showing an empty report as all up."""
+    settings = DiagSettings(health_path="/health", cache_ttl=0.5, health_token="demo-token")  # noqa: S106 - a test token
+    async with run_server(build_app(settings), "hypercorn") as url:
+        context = await browser.new_context(viewport=DESKTOP)
+        try:
+            page = await context.new_page()
+            errors: list[str] = []
+            page.on("pageerror", lambda exc: errors.append(str(exc)))
+            await page.goto("http://" + url.removeprefix("ws://") + "/", timeout=TIMEOUT_MS)
+            said = "HTTP 401: no report (the health endpoint needs a token)"
+            await expect(page.locator("#health-state")).to_have_text(said, timeout=TIMEOUT_MS)
+            assert "all up" not in await page.locator("#health").inner_text()
+            assert "demo-token" not in await page.content()
+        finally:
+            await context.close()
+    assert errors == []
+
+
 async def test_legacy_scheme_database_error(browser: Browser) -> None:
     """With the legacy scheme the frame says 1005, the close arrives as 4005, and the page still reads Database."""
     settings = DiagSettings(code_scheme="legacy", health_path="/health", cache_ttl=0.5)
