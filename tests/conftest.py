@@ -83,8 +83,13 @@ _AREA_OF_MODULE = {
 
 
 def pytest_addoption(parser: pytest.Parser) -> None:
-    """--reliability-report FILE: write what the reliability tests tried."""
+    """--reliability-report FILE: write what the reliability tests tried; --screenshots DIR: the demo page's states."""
     parser.addoption("--reliability-report", default=None, help="write the reliability table to this file")
+    parser.addoption(
+        "--screenshots",
+        default=None,
+        help="write a PNG of each demo page state the browser tests reach to this directory (docs/screenshots)",
+    )
 
 
 def pytest_runtest_logreport(report: pytest.TestReport) -> None:

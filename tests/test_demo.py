@@ -20,6 +20,7 @@ from servers import SERVER_KINDS, run_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from ws_diag import DiagSettings
 from ws_diag.demo import DEMO_SECRET, build_app
 
 pytestmark = pytest.mark.asyncio
@@ -80,6 +81,31 @@ async def test_demo_broken_probe_is_blamed() -> None:
         close_code, _ = await session(f"{url}/ws?fail=probe")
         assert close_code == 4005
         assert (await http(port, "DELETE", "/break/database"))[0] == 200
+
+
+async def test_demo_break_state_names_the_embedded_probes() -> None:
+    """GET /break lists the probes the page may break and those broken; POST and DELETE answer the same shape."""
+    async with run_server(build_app(), "hypercorn") as url:
+        port = int(url.rsplit(":", 1)[1])
+        status, body = await http(port, "GET", "/break")
+        assert (status, json.loads(body)) == (200, {"breakable": ["database", "redis"], "broken": []})
+        status, body = await http(port, "POST", "/break/redis")
+        assert (status, json.loads(body)) == (200, {"breakable": ["database", "redis"], "broken": ["redis"]})
+        status, body = await http(port, "DELETE", "/break/redis")
+        assert (status, json.loads(body)) == (200, {"breakable": ["database", "redis"], "broken": []})
+        status, body = await http(port, "POST", "/break/nothing")
+        assert status == 404
+        assert json.loads(body) == {"error": "no embedded probe by that name"}  # the path is not echoed
+
+
+async def test_demo_cannot_break_a_configured_real_server() -> None:
+    """With a real Redis configured the page may break only the database probe; /break/redis is refused (404)."""
+    settings = DiagSettings(health_path="/health", cache_ttl=0.5, redis_url="redis://127.0.0.1:1/0")
+    async with run_server(build_app(settings), "hypercorn") as url:
+        port = int(url.rsplit(":", 1)[1])
+        status, body = await http(port, "GET", "/break")
+        assert (status, json.loads(body)) == (200, {"breakable": ["database"], "broken": []})
+        assert (await http(port, "POST", "/break/redis"))[0] == 404
 
 
 async def test_demo_serves_page_and_helper() -> None:

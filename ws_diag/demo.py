@@ -137,18 +137,26 @@ def build_app(settings: DiagSettings | None = None) -> DiagnosticsMiddleware:
         body = files("ws_diag").joinpath("static/ws-diag.js").read_text("utf-8")
         return Response(body, media_type="text/javascript")
 
+    def toggle_state() -> JSONResponse:
+        return JSONResponse({"breakable": sorted(breakable), "broken": sorted(toggles.broken)})
+
+    async def toggles_shown(request: Request) -> Response:
+        return toggle_state()
+
     async def toggle(request: Request) -> Response:
         key = request.path_params["key"]
-        if key not in ("database", "redis"):
-            return JSONResponse({"error": "unknown component"}, status_code=404)
+        if key not in breakable:
+            # Unknown, or a real PostgreSQL/Redis is configured: the page cannot break a real server.
+            return JSONResponse({"error": "no embedded probe by that name"}, status_code=404)
         logger.info("%s probe %s from the page", key, "broken" if request.method == "POST" else "repaired")
         wrapped.checker.invalidate()  # show the change at once, not after the cache expires
         toggles.toggle(key, broken=request.method == "POST")
-        return JSONResponse({"broken": sorted(toggles.broken)})
+        return toggle_state()
 
     routes = [
         Route("/", page),
         Route("/ws-diag.js", script),
+        Route("/break", toggles_shown),  # {"breakable": [...], "broken": [...]}: what the page's buttons may do
         Route("/break/{key}", toggle, methods=["POST", "DELETE"]),
         WebSocketRoute("/ws", _chat(toggles)),
     ]
@@ -157,6 +165,7 @@ def build_app(settings: DiagSettings | None = None) -> DiagnosticsMiddleware:
         probes.append(toggles.probe("database", Component.DATABASE, required=True))
     if settings.redis_url is None:
         probes.append(toggles.probe("redis", Component.REDIS, required=False))
+    breakable = {probe.name for probe in probes}
     wrapped = DiagnosticsMiddleware(Starlette(routes=routes), settings=settings, probes=probes)
     return wrapped
 
