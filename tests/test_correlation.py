@@ -154,10 +154,14 @@ async def test_listener_reads_the_context_variable_not_the_header() -> None:
     assert [frame["request_id"] for frame in frames] == [None, client_id]
 
 
-def test_request_id_header_must_be_a_header_name() -> None:
-    """A request_id_header that is not an HTTP token fails, naming the field."""
+def test_request_id_header_must_be_a_header_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A request_id_header that is not an HTTP token fails, naming the field; an empty one reads none."""
     with pytest.raises(pydantic.ValidationError, match="request_id_header"):
         DiagSettings(request_id_header="X Request ID")
+    monkeypatch.setenv("WS_DIAG_REQUEST_ID_HEADER", "")
+    assert DiagSettings().request_id_header is None
+    monkeypatch.setenv("WS_DIAG_REQUEST_ID_HEADER", "X-Correlation-ID")
+    assert DiagSettings().request_id_header == "X-Correlation-ID"
 
 
 def test_valid_request_id_bounds() -> None:

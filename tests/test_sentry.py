@@ -11,6 +11,8 @@ import sentry_sdk
 from clients import CLIENT_TIMEOUT, talk
 from harness import CONNECT, drive, text, ws_scope
 from sentry_sdk.envelope import Envelope
+from sentry_sdk.integrations.asgi import SentryAsgiMiddleware
+from sentry_sdk.integrations.dedupe import DedupeIntegration
 from sentry_sdk.transport import Transport
 from servers import run_server
 from websockets.asyncio.client import connect
@@ -157,3 +159,34 @@ def test_a_single_string_is_refused() -> None:
     """ignore_components="auth" (a string, not a collection) is a TypeError naming the arguments."""
     with pytest.raises(TypeError, match="ignore_components"):
         SentryListener(ignore_components="auth")
+
+
+@pytest.fixture
+def sentry_with_dedupe() -> Iterator[MemoryTransport]:
+    """sentry-sdk with only its DedupeIntegration (a default one): a second report of one exception is dropped."""
+    transport = MemoryTransport()
+    sentry_sdk.init(
+        dsn="https://public@sentry.invalid/1",
+        transport=transport,
+        default_integrations=False,
+        auto_enabling_integrations=False,
+        integrations=[DedupeIntegration()],
+    )
+    try:
+        yield transport
+    finally:
+        sentry_sdk.get_global_scope().set_client(None)
+
+
+@pytest.mark.asyncio
+async def test_inside_sentry_middleware_the_tagged_report_is_the_one_kept(sentry_with_dedupe: MemoryTransport) -> None:
+    """ws_diag inside SentryAsgiMiddleware: one event for the exception, and it carries ws_diag's tags."""
+    inner = DiagnosticsMiddleware(app, settings=DiagSettings(), listeners=[SentryListener()])
+    async with run_server(SentryAsgiMiddleware(inner), "uvicorn") as url:
+        session = await talk(url + "/redis")
+        (event,) = await wait_for(sentry_with_dedupe, 1)
+        # A later failure proves nothing more was coming for the first one.
+        await talk(url + "/close-1011")
+        events = await wait_for(sentry_with_dedupe, 2)
+    assert event["tags"]["incident_id"] == session.frame["incident_id"]
+    assert [e["tags"].get("component") for e in events] == ["redis", "generic"]

@@ -158,10 +158,9 @@ class DiagSettings(BaseSettings):
     )
     request_id_header: str | None = Field(
         "X-Request-ID",
-        min_length=1,
         max_length=64,
         description="Request header whose value is the connection's request id (validated: at most "
-        "128 characters of A-Z a-z 0-9 . _ : / + = -); null to read none.",
+        "128 characters of A-Z a-z 0-9 . _ : / + = -); empty or None to read none.",
     )
     request_id_in_frame: bool = Field(
         False, description="Add the validated request id to the frame as request_id (null when there is none)."
@@ -211,8 +210,10 @@ class DiagSettings(BaseSettings):
     @field_validator("request_id_header")
     @classmethod
     def _header_is_a_token(cls, name: str | None) -> str | None:
+        if not name:  # WS_DIAG_REQUEST_ID_HEADER= (empty) reads no header
+            return None
         # RFC 9110 section 5.1: a field name is a token.
-        if name is not None and not _TOKEN.fullmatch(name):
+        if not _TOKEN.fullmatch(name):
             msg = "request_id_header must be an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)"
             raise ValueError(msg)
         return name

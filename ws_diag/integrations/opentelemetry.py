@@ -154,9 +154,13 @@ class OpenTelemetryListener(ConnectionListener):
 
 
 def _remote_parent(connection: Connection) -> Context | None:
-    """The trace context the client sent (``traceparent``), through the global propagator."""
+    """The trace context the client sent (``traceparent``), through the global propagator.
+
+    ``None`` (the current context) when the headers carry none.
+    """
     headers: Iterable[tuple[bytes, bytes]] = connection.scope.get("headers", ())
     carrier: dict[str, str] = {}
     for key, value in headers:
         carrier.setdefault(key.decode("latin-1"), value.decode("latin-1"))
-    return propagate.extract(carrier) if carrier else None
+    context = propagate.extract(carrier)
+    return context if trace.get_current_span(context).get_span_context().is_valid else None
