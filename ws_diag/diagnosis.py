@@ -6,6 +6,7 @@ Redaction lives here too: everything that leaves the process goes through it.
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -46,6 +47,7 @@ __all__ = [
     "frame_schema",
     "new_incident_id",
     "redact",
+    "valid_request_id",
 ]
 
 # How the component was decided: the app said so (a WebSocketComponentError), an
@@ -54,6 +56,24 @@ DiagnosisSource = Literal["app", "exception", "probe", "default", "shutdown"]
 
 # Seconds a retryable diagnosis suggests when nothing else is known (settings.retry_after).
 DEFAULT_RETRY_AFTER = 1.0
+
+# What a request id may be to be logged or echoed to a client: UUIDs, hex, ULIDs, base64,
+# "svc:req-42". Anything else is dropped, never cut or escaped (a header is attacker-controlled).
+MAX_REQUEST_ID_CHARS = 128
+_REQUEST_ID = re.compile(rf"[A-Za-z0-9._:/+=-]{{1,{MAX_REQUEST_ID_CHARS}}}")
+
+
+def valid_request_id(value: object) -> str | None:
+    """``value`` when it is a usable request id (a ``str`` or ``bytes`` of 1-128 characters of
+    ``A-Z a-z 0-9 . _ : / + = -``), else ``None``."""
+    if isinstance(value, bytes):
+        try:
+            value = value.decode("ascii")
+        except UnicodeDecodeError:
+            return None
+    if isinstance(value, str) and _REQUEST_ID.fullmatch(value):
+        return value
+    return None
 
 
 def describe_exception(exc: BaseException) -> str:
@@ -93,6 +113,8 @@ class Diagnosis:
     incident_id: str = field(default_factory=new_incident_id)
     timestamp: datetime = field(default_factory=_utc_now)
     retry_after: float | None = None
+    # The connection's inbound request id (validated, see valid_request_id), when it had one.
+    request_id: str | None = None
     # Described only when a frame exposes it: exception text an attacker can shape
     # should cost nothing when nobody will see it.
     exception: BaseException | None = field(default=None, compare=False, repr=False)
@@ -172,16 +194,20 @@ def _suggestions(component: ComponentLike) -> list[str]:
     return [bound_text(_text(item), MAX_SUGGESTION_BYTES) for item in suggestions[:MAX_SUGGESTIONS]]
 
 
-def build_frame(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details: bool) -> dict[str, Any]:
+def build_frame(
+    diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details: bool, request_id: bool = False
+) -> dict[str, Any]:
     """The JSON diagnostic frame, as a dict (schema: ``ws_diag/schemas/frame.schema.json``).
 
     Every text is bounded (``MAX_*_BYTES`` in :mod:`ws_diag.redaction`) whatever the
     app put into the error, so the serialised frame never exceeds ``MAX_FRAME_BYTES``.
+    With ``request_id`` (setting ``request_id_in_frame``) the frame has a ``request_id``
+    key: the validated request id or ``null``.
     """
     component = diagnosis.component
     user_id = diagnosis.user_id
     root_cause = diagnosis.root_cause_text() if expose_details else None
-    return {
+    frame: dict[str, Any] = {
         "type": "error",
         "error": {
             "code": frame_code(component, code_scheme),
@@ -198,11 +224,14 @@ def build_frame(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details
             "source": diagnosis.source,
         },
     }
+    if request_id:
+        frame["error"]["request_id"] = valid_request_id(diagnosis.request_id)
+    return frame
 
 
-def frame_json(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details: bool) -> str:
+def frame_json(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details: bool, request_id: bool = False) -> str:
     """The JSON diagnostic frame, serialised compactly."""
-    frame = build_frame(diagnosis, code_scheme=code_scheme, expose_details=expose_details)
+    frame = build_frame(diagnosis, code_scheme=code_scheme, expose_details=expose_details, request_id=request_id)
     return json.dumps(frame, separators=(",", ":"), default=str)
 
 

@@ -32,9 +32,31 @@ from ._types import Scope
 if TYPE_CHECKING:
     from .responder import DiagnosisEvent
 
-__all__ = ["Connection", "ConnectionListener", "ConnectionOutcome", "Lifecycle"]
+__all__ = ["SCOPE_KEY", "Connection", "ConnectionListener", "ConnectionOutcome", "Lifecycle"]
 
 logger = logging.getLogger("ws_diag")
+
+# The scope key under which the outermost ws_diag layer leaves its Connection.
+SCOPE_KEY = "ws_diag.connection"
+
+# LogRecord's own attributes and the ones ws_diag puts on its records: extra= may not repeat them.
+_RESERVED_LOG_FIELDS = frozenset(
+    {
+        *logging.makeLogRecord({}).__dict__,
+        "message",
+        "asctime",
+        "ws_diag_event",
+        "component",
+        "code",
+        "incident_id",
+        "took_ms",
+        "diagnosis_source",
+        "probe",
+        "path",
+        "exception",
+        "request_id",
+    }
+)
 
 ConnectionOutcome = Literal["open", "normal", "diagnosed", "client_gone", "error", "restart"]
 
@@ -54,9 +76,24 @@ class Connection:
             passthrough, or after its own close).
         started: ``time.monotonic()`` when the scope arrived, seconds.
         incident_id: the diagnosis's incident id, once diagnosed.
+        request_id: the inbound request id, once known: set by a listener (for example
+            :class:`~ws_diag.integrations.correlation.CorrelationIdListener` at ``opened``),
+            else read from the ``request_id_header`` when a failure is diagnosed.
+        log_fields: extra attributes for ws_diag's ``diagnosis:`` record of this
+            connection, added by listeners with :meth:`add_log_fields` (``None``: none).
     """
 
-    __slots__ = ("accepted", "finished", "gone", "incident_id", "outcome", "scope", "started")
+    __slots__ = (
+        "accepted",
+        "finished",
+        "gone",
+        "incident_id",
+        "log_fields",
+        "outcome",
+        "request_id",
+        "scope",
+        "started",
+    )
 
     def __init__(self, scope: Scope) -> None:
         self.scope = scope
@@ -66,6 +103,21 @@ class Connection:
         self.outcome: ConnectionOutcome = "open"
         self.started = time.monotonic()
         self.incident_id: str | None = None
+        self.request_id: str | None = None
+        self.log_fields: dict[str, object] | None = None
+
+    def add_log_fields(self, **fields: object) -> None:
+        """Add attributes to this connection's ``diagnosis:`` log record (``trace_id=...``).
+
+        Raises:
+            ValueError: a name is one of :class:`logging.LogRecord`'s own attributes or one
+                ws_diag sets itself (logging would refuse the record).
+        """
+        clashing = sorted(name for name in fields if name in _RESERVED_LOG_FIELDS)
+        if clashing:
+            msg = f"log field names already used by a log record or by ws_diag: {clashing}"
+            raise ValueError(msg)
+        self.log_fields = {**(self.log_fields or {}), **fields}
 
     def __repr__(self) -> str:
         return f"<Connection path={self.scope.get('path')!r} outcome={self.outcome}>"

@@ -23,7 +23,7 @@ from .departure import client_left
 from .diagnoser import Diagnoser
 from .endpoint import health_routes
 from .health import HealthChecker, HealthReport
-from .lifecycle import Connection, ConnectionListener, Lifecycle
+from .lifecycle import SCOPE_KEY, Connection, ConnectionListener, Lifecycle
 from .probes import Probe
 from .responder import (
     DiagnosisHook,
@@ -40,10 +40,9 @@ __all__ = ["SCOPE_KEY", "DiagnosticsMiddleware"]
 
 logger = logging.getLogger("ws_diag")
 
-# The scope key under which the outermost ws_diag layer leaves its Connection. Inner
-# layers (a second wrap, add_middleware plus an explicit wrap) see it and stay
-# transparent: exactly one layer intervenes per connection.
-SCOPE_KEY = "ws_diag.connection"
+# SCOPE_KEY (from lifecycle): the scope key under which the outermost ws_diag layer leaves
+# its Connection. Inner layers (a second wrap, add_middleware plus an explicit wrap) see
+# it and stay transparent: exactly one layer intervenes per connection.
 
 _Hook = TypeVar("_Hook", bound=Callable[..., object])
 ReportHook = Callable[[HealthReport], object]
@@ -119,6 +118,7 @@ class DiagnosticsMiddleware:
         self._rewrite_codes = settings.rewrite_codes
         self._passthrough_preaccept = settings.preaccept == "passthrough"
         self._track = settings.track_disconnect
+        self._log_client = settings.log_client_address
         self._refresh = checker.refresh_interval is not None and bool(checker.probes)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -131,12 +131,19 @@ class DiagnosticsMiddleware:
             return
         # A connection costs one small state object and one closure: the send wrapper.
         state = scope[SCOPE_KEY] = Connection(scope)
-        logger.debug(
-            "websocket connect: path=%s client=%s",
-            scope.get("path"),
-            scope.get("client"),
-            extra={"ws_diag_event": "connect", "path": scope.get("path")},
-        )
+        if self._log_client:
+            logger.debug(
+                "websocket connect: path=%s client=%s",
+                scope.get("path"),
+                scope.get("client"),
+                extra={"ws_diag_event": "connect", "path": scope.get("path")},
+            )
+        else:  # log_client_address=False: the client's address stays out of the logs (privacy)
+            logger.debug(
+                "websocket connect: path=%s",
+                scope.get("path"),
+                extra={"ws_diag_event": "connect", "path": scope.get("path")},
+            )
         on_control = self._on_control
 
         def wrapped_send(message: Message) -> Awaitable[None]:

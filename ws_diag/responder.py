@@ -25,7 +25,8 @@ from .codes import (
     wire_code,
 )
 from .diagnoser import Diagnoser
-from .diagnosis import Diagnosis, close_reason, frame_json
+from .diagnosis import Diagnosis, close_reason, frame_json, valid_request_id
+from .lifecycle import SCOPE_KEY, Connection
 from .settings import DiagSettings
 
 __all__ = [
@@ -146,11 +147,12 @@ class Responder:
         try:
             async with asyncio.timeout(self._deadline):
                 diagnosis = await self._diagnose(exc, app_close)
+            diagnosis = self._with_request_id(diagnosis, scope)
             messages = self._messages(scope, diagnosis, accepted)
         except TimeoutError:
             # Still tell the client something, with an incident id for the log.
             logger.warning("diagnosis passed its deadline; reporting Generic", extra={"ws_diag_event": "deadline"})
-            diagnosis = self.diagnoser.fallback(exc)
+            diagnosis = self._with_request_id(self.diagnoser.fallback(exc), scope)
             messages = self._messages(scope, diagnosis, accepted)
         except Exception as err:
             log_own_error("ws_diag could not diagnose; falling back to a plain close", err, "fallback")
@@ -201,6 +203,22 @@ class Responder:
                 extra={"ws_diag_event": "restart", "code": code, "incident_id": diagnosis.incident_id},
             )
         return delivered
+
+    def _with_request_id(self, diagnosis: Diagnosis, scope: Scope) -> Diagnosis:
+        """The diagnosis with the connection's request id: a listener's, else the header's (validated).
+
+        Per failure, never per connection: the headers are read only here.
+        """
+        connection: Connection | None = scope.get(SCOPE_KEY)
+        request_id = valid_request_id(connection.request_id) if connection is not None else None
+        header = self.settings.request_id_header
+        if request_id is None and header is not None:
+            name = header.lower().encode("latin-1")
+            raw = next((value for key, value in scope.get("headers", ()) if key == name), None)
+            request_id = valid_request_id(raw)
+            if connection is not None:
+                connection.request_id = request_id
+        return diagnosis if request_id is None else dataclasses.replace(diagnosis, request_id=request_id)
 
     async def _diagnose(self, exc: BaseException | None, app_close: Message | None) -> Diagnosis:
         """The component; for an app's close, its seed code (legacy scheme) or what it was handling."""
@@ -277,7 +295,12 @@ class Responder:
             # socket (cross-site websocket hijacking), so the frame names nobody and shows nothing.
             diagnosis = dataclasses.replace(diagnosis, user_id=None)
             expose = False
-        text = frame_json(diagnosis, code_scheme=settings.code_scheme, expose_details=expose)
+        text = frame_json(
+            diagnosis,
+            code_scheme=settings.code_scheme,
+            expose_details=expose,
+            request_id=settings.request_id_in_frame,
+        )
         if not accepted and settings.preaccept == "http_denial" and _DENIAL_EXTENSION in scope.get("extensions", {}):
             return [
                 {
@@ -367,6 +390,9 @@ def _outcome(messages: list[Message]) -> tuple[int | None, int | None]:
 
 def _log_diagnosis(diagnosis: Diagnosis, code: int | None, took_ms: float, scope: Scope) -> None:
     component = diagnosis.component
+    # Fields listeners added for this connection (trace ids, ...); ws_diag's own come last.
+    connection: Connection | None = scope.get(SCOPE_KEY)
+    fields = connection.log_fields if connection is not None and connection.log_fields else {}
     logger.warning(
         "diagnosis: component=%s code=%s source=%s took_ms=%.2f incident_id=%s",
         component.display_name,
@@ -375,6 +401,7 @@ def _log_diagnosis(diagnosis: Diagnosis, code: int | None, took_ms: float, scope
         took_ms,
         diagnosis.incident_id,
         extra={
+            **fields,
             "ws_diag_event": "diagnosis",
             "component": component.key,
             "code": code,
@@ -383,5 +410,6 @@ def _log_diagnosis(diagnosis: Diagnosis, code: int | None, took_ms: float, scope
             "diagnosis_source": diagnosis.source,
             "probe": diagnosis.probe,
             "path": scope.get("path"),
+            "request_id": diagnosis.request_id,
         },
     )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
@@ -34,6 +35,9 @@ _LIST_EXAMPLES = {
 # How much of a rejected value an error message repeats.
 _SHOWN_CHARS = 40
 
+
+# RFC 9110 section 5.6.2: tchar.
+_TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
 _COMPONENT_KEYS = {component.key: component for component in Component}
 
@@ -153,6 +157,18 @@ class DiagSettings(BaseSettings):
         default_factory=dict,
         description="Per-component retry_after, seconds, by component key; the variable is JSON: '{\"database\": 5}'.",
     )
+    request_id_header: str | None = Field(
+        "X-Request-ID",
+        max_length=64,
+        description="Request header whose value is the connection's request id (validated: at most "
+        "128 characters of A-Z a-z 0-9 . _ : / + = -); empty or None to read none.",
+    )
+    request_id_in_frame: bool = Field(
+        False, description="Add the validated request id to the frame as request_id (null when there is none)."
+    )
+    log_client_address: bool = Field(
+        True, description="Put the client's address (host, port) in the 'websocket connect' DEBUG line."
+    )
     health_path: str | None = Field(None, description="Answer GET on this HTTP path with the health report.")
     liveness_path: str | None = Field(
         None,
@@ -224,6 +240,17 @@ class DiagSettings(BaseSettings):
                 msg = "health_token must not start or end with whitespace (a client could never present it)"
                 raise ValueError(msg)
         return token
+
+    @field_validator("request_id_header")
+    @classmethod
+    def _header_is_a_token(cls, name: str | None) -> str | None:
+        if not name:  # WS_DIAG_REQUEST_ID_HEADER= (empty) reads no header
+            return None
+        # RFC 9110 section 5.1: a field name is a token.
+        if not _TOKEN.fullmatch(name):
+            msg = "request_id_header must be an HTTP header name (letters, digits and !#$%&'*+.^_`|~-)"
+            raise ValueError(msg)
+        return name
 
     @field_validator("health_path", "liveness_path", "readiness_path")
     @classmethod
