@@ -109,6 +109,10 @@ def _count(wrapped: Run, outcome: Any) -> None:
     stats["repaired_closes"] += outcome.repaired
     stats["client_gone_exceptions"] += outcome.client_gone_exceptions
     stats["strict_code_retries"] += outcome.strict_retries
+    stats["app_close_strict_retries"] += outcome.app_close_retries
+    stats["handled_failure_closes"] += outcome.handled_closes
+    stats["handled_departures"] += outcome.handled_departures
+    stats["first_message_refused"] += outcome.first_refused
     stats["divergent_closes"] += outcome.diverged_at is not None
 
 
