@@ -470,8 +470,12 @@ guarded_firsts = st.one_of(
     st.builds(Close, codes, reasons),
     st.just(Accept()),
 )
+# A handler's close: mostly a failure code (``except DbError: await ws.close(1011)``), sometimes anything.
+handler_closes = st.builds(
+    Close, st.one_of(st.sampled_from([1011, 1011, 1004, 1005, 1006, 1008, 1012, 4000]), codes), reasons
+)
 guarded_steps = st.builds(
-    Guarded, guarded_firsts, st.one_of(close_steps, close_steps, st.builds(Raise, exception_specs)), st.booleans()
+    Guarded, guarded_firsts, st.one_of(handler_closes, handler_closes, st.builds(Raise, exception_specs)), st.booleans()
 )
 any_step = st.one_of(
     st.just(Receive()),
@@ -489,22 +493,35 @@ any_step = st.one_of(
 
 @st.composite
 def app_scripts(draw: st.DrawFn) -> list[Step]:
-    """Mostly plausible apps (connect, accept, talk, end), sometimes any steps in any order."""
-    if draw(st.integers(0, 3)) == 0:
+    """Mostly plausible apps (connect, accept, talk, end), sometimes any steps in any order, and
+    often a hand-written failure path (talk, then ``except ...: await ws.close(code)``)."""
+    shape = draw(st.integers(0, 4))
+    if shape == 0:
         return draw(st.lists(any_step, min_size=1, max_size=12))
     script: list[Step] = [Receive()]
+    if shape == 1:
+        if draw(st.integers(0, 4)):
+            script.append(Accept())
+        talk = st.one_of(st.just(Receive()), st.builds(SendData, data, st.just(True)))
+        script += draw(st.lists(talk, max_size=3))
+        first = st.one_of(st.builds(Raise, exception_specs), guarded_firsts)
+        handler = st.one_of(handler_closes, handler_closes, handler_closes, st.builds(Raise, exception_specs))
+        script.append(Guarded(draw(first), draw(handler), draw(st.booleans())))
+        return script
     if draw(st.integers(0, 2)):  # two in three accept
         script.append(Accept())
     script += draw(st.lists(any_step, max_size=8))
     ending = draw(
-        st.sampled_from(["close", "close", "raise", "raise", "raise_if_disconnected", "handled", "return", "none"])
+        st.sampled_from(
+            ["close", "close", "raise", "raise", "raise_if_disconnected", "handled", "handled", "return", "none"]
+        )
     )
     if ending == "close":
         script.append(draw(close_steps))
     elif ending == "raise":
         script.append(Raise(draw(exception_specs)))
     elif ending == "handled":  # except SomeError: await websocket.close(code)
-        script.append(Guarded(Raise(draw(exception_specs)), draw(close_steps)))
+        script.append(Guarded(draw(guarded_firsts), draw(handler_closes)))
     elif ending == "raise_if_disconnected":
         script += [Receive(), Raise(draw(exception_specs), if_disconnected=True), Raise(draw(exception_specs))]
     elif ending == "return":
@@ -1067,6 +1084,7 @@ class Outcome:
     handled_departures: int = 0  # ... whose exception said the client left: passed through
     first_refused: int = 0  # ws_diag's first message refused: a departure
     app_close_retries: int = 0  # the app's own close retried in the private range
+    peer_diagnosed: int = 0  # interventions for a chain holding another connection's departure
     diverged_at: int | None = None
 
 
@@ -1295,6 +1313,8 @@ class Oracle:
         accepted = self.state.accepted
         expected = expected_diagnosis(exc, self.broken_rule, app_close, self.settings.code_scheme)
         self.outcome.interventions += 1
+        if exc is not None and any(getattr(c, PEER_MARK, False) for c in exception_chain(exc)):
+            self.outcome.peer_diagnosed += 1
         if expected == FALLBACK:
             # Diagnosing failed (logged): the app's own close goes out as if not a failure, or a plain 1011.
             self.outcome.fallbacks += 1
@@ -1597,7 +1617,7 @@ def real_cases(draw: st.DrawFn) -> tuple[list[Step], RealClient]:
     elif ending == "raise":
         script.append(Raise(draw(exception_specs)))
     elif ending == "handled":  # except SomeError: await websocket.close(code)
-        script.append(Guarded(Raise(draw(exception_specs)), draw(close_steps)))
+        script.append(Guarded(draw(guarded_firsts), draw(handler_closes)))
     elif ending == "raise_if_disconnected":
         script += [Receive(), Raise(draw(exception_specs), if_disconnected=True), Raise(draw(exception_specs))]
     else:

@@ -113,6 +113,7 @@ def _count(wrapped: Run, outcome: Any) -> None:
     stats["handled_failure_closes"] += outcome.handled_closes
     stats["handled_departures"] += outcome.handled_departures
     stats["first_message_refused"] += outcome.first_refused
+    stats["peer_departures_diagnosed"] += outcome.peer_diagnosed
     stats["divergent_closes"] += outcome.diverged_at is not None
 
 
