@@ -993,22 +993,30 @@ def _lookup(exc: BaseException, broken: bool) -> Any:
     return None
 
 
-def _foreign(disconnect: BaseException, own: set[int]) -> bool:
-    """Documented: a disconnect that came through another connection's send (its own chain says so)."""
+def _foreign(disconnect: BaseException, own: set[int], peers: bool) -> bool:
+    """Documented: a disconnect that came through another connection's send (its own chain says so).
+
+    ``peers``: the peer refusals were raised by the same send function as this connection's
+    (the in-memory server's); through a real server they come from another function, which
+    says nothing either way.
+    """
     for linked in exception_chain(disconnect):
         if id(linked) in own:
             return False
-        if getattr(linked, PEER_MARK, False):
+        if peers and getattr(linked, PEER_MARK, False):
             return True
     return False
 
 
-def departure(exc: BaseException, own: set[int], accepted: bool, broken: bool = False) -> tuple[bool, bool]:
+def departure(
+    exc: BaseException, own: set[int], accepted: bool, broken: bool = False, *, peers: bool = True
+) -> tuple[bool, bool]:
     """(client gone, a classifier rule raised on the way): rule 1, from this connection's own evidence.
 
     Walking the chain: an exception raised through this connection's own ``send`` (``own``: the
     server's refusals; after accept any type, before accept an ``OSError``), or a disconnect type
-    that did not come through another connection's send. A rule that raises ends the walk: not gone.
+    that did not come through another connection's send (``peers``: see :func:`_foreign`). A rule
+    that raises ends the walk: not gone.
     """
     for candidate in exception_chain(exc):
         if id(candidate) in own and (accepted or isinstance(candidate, OSError)):
@@ -1017,7 +1025,7 @@ def departure(exc: BaseException, own: set[int], accepted: bool, broken: bool = 
             outcome = _lookup(candidate, broken)
         except _BrokenRule:
             return False, True
-        if outcome is GONE and not _foreign(candidate, own):
+        if outcome is GONE and not _foreign(candidate, own, peers):
             return True, False
     return False, False
 
@@ -1771,7 +1779,7 @@ def _expected_end(run: RealRun, settings: DiagSettings) -> tuple[str, Any]:
             if (
                 is_failure_close(code, accepted, settings)
                 and not gone
-                and not (handled is not None and departure(handled, own, accepted)[0])
+                and not (handled is not None and departure(handled, own, accepted, peers=False)[0])
             ):
                 expected = expected_diagnosis(handled, app_close=event.snapshot, scheme=settings.code_scheme)
                 assert isinstance(expected, Expected)
@@ -1786,7 +1794,7 @@ def _expected_end(run: RealRun, settings: DiagSettings) -> tuple[str, Any]:
     escaped = run.app.escaped
     if escaped is None:
         return ("server", None) if accepted else ("handshake", 500)
-    if gone or departure(escaped, own, accepted)[0]:
+    if gone or departure(escaped, own, accepted, peers=False)[0]:
         # Nothing sent: the server decides (uvicorn drops the handshake of a ClientDisconnected).
         return ("server", None) if accepted else ("handshake", None)
     expected = expected_diagnosis(escaped)
