@@ -309,13 +309,10 @@ def peer_close_refused() -> BaseException:
         return exc
 
 
-peer_errors = st.sampled_from(
-    [
-        _spec("peer ClientDisconnected()", peer_refusal),
-        _spec("peer WebSocketDisconnect(1006)", peer_disconnect),
-        _spec("RuntimeError(closing the peer)", peer_close_refused),
-    ]
-)
+PEER_REFUSAL = _spec("peer ClientDisconnected()", peer_refusal)
+PEER_DISCONNECT = _spec("peer WebSocketDisconnect(1006)", peer_disconnect)
+PEER_CLOSE_REFUSED = _spec("RuntimeError(closing the peer)", peer_close_refused)
+peer_errors = st.sampled_from([PEER_REFUSAL, PEER_DISCONNECT, PEER_CLOSE_REFUSED])
 
 leaf_errors = st.one_of(
     builtin_errors, component_errors, driver_errors, client_gone_errors, bad_str_errors, peer_errors
