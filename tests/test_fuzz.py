@@ -299,3 +299,23 @@ def test_refused_frame_is_logged_without_the_apps_traceback(caplog: pytest.LogCa
     assert any(getattr(r, "ws_diag_event", None) == "client_gone" for r in caplog.records)
     for record in (r for r in caplog.records if r.name.startswith("ws_diag") and r.exc_info):
         assert "the app's own bug" not in formatter.formatException(record.exc_info), record.getMessage()
+
+
+def test_failure_close_after_a_tracked_disconnect_sends_nothing_of_ws_diags() -> None:
+    """With track_disconnect, an app's 1011 after it received the disconnect passes through: no accept, no frame."""
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1001}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await receive()  # websocket.disconnect: the client left before accept
+        await send({"type": "websocket.close", "code": 1011})
+
+    asyncio.run(DiagnosticsMiddleware(app, settings=TRACKING)(ws_scope(False), receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1011}]
