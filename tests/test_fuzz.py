@@ -20,14 +20,24 @@ from typing import Any
 
 import pytest
 from fuzz_model import (
+    PEER_CLOSE_REFUSED,
+    PEER_DISCONNECT,
+    Accept,
     Client,
+    Close,
+    ExcSpec,
     Flavour,
+    Guarded,
     Oracle,
+    Raise,
     RealClient,
+    Receive,
     Run,
+    SendData,
     Step,
     app_scripts,
     broken_classifier,
+    builtin_error,
     check_after_disconnect,
     check_counts,
     check_exception_identity,
@@ -41,9 +51,10 @@ from fuzz_model import (
     run_real,
     ws_scope,
 )
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 from servers import SERVER_KINDS
+from starlette.websockets import WebSocketDisconnect
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings
 
@@ -109,6 +120,11 @@ def _count(wrapped: Run, outcome: Any) -> None:
     stats["repaired_closes"] += outcome.repaired
     stats["client_gone_exceptions"] += outcome.client_gone_exceptions
     stats["strict_code_retries"] += outcome.strict_retries
+    stats["app_close_strict_retries"] += outcome.app_close_retries
+    stats["handled_failure_closes"] += outcome.handled_closes
+    stats["handled_departures"] += outcome.handled_departures
+    stats["first_message_refused"] += outcome.first_refused
+    stats["peer_departures_diagnosed"] += outcome.peer_diagnosed
     stats["divergent_closes"] += outcome.diverged_at is not None
 
 
@@ -135,8 +151,31 @@ def fuzz_once(
 IN_PROCESS = settings(max_examples=700, deadline=None, database=None, print_blob=True)
 
 
+# Explicit examples: the shapes issue 9 names, run on every test run whatever Hypothesis draws.
+_QUIET = Client((), None, 1000)  # leaves only when the app waits for it
+_LEAVES = Client((), 2, 1001)  # leaves before the app's third step
+_PLAIN = Flavour("discard", strict=False, denial=False)
+_RESET = Flavour("reset", strict=True, denial=False)
+_DAPHNE = Flavour("discard", strict=False, denial=False, daphne_codes=True)
+_STARLETTE_DISCONNECT = ExcSpec("WebSocketDisconnect(1006)", lambda: WebSocketDisconnect(1006))
+
+
 @IN_PROCESS
 @given(app_scripts(), clients, flavours)
+# A peer's departure escaping this handler (broadcast): diagnosed, Generic 1011.
+@example([Receive(), Accept(), Raise(PEER_DISCONNECT)], _QUIET, _RESET)
+# except <closing the peer refused>: close(1011, reason): diagnosed, the reason is the frame's message.
+@example([Receive(), Accept(), Guarded(Raise(PEER_CLOSE_REFUSED), Close(1011, "upstream gone"))], _QUIET, _RESET)
+# This connection's own send refused, Starlette's WebSocketDisconnect(1006) raised from it: silent.
+@example([Receive(), Accept(), Guarded(SendData("x"), Raise(_STARLETTE_DISCONNECT))], _LEAVES, _RESET)
+# except <own send refused>: close(1011): the client left, the app's close passes through.
+@example([Receive(), Accept(), Guarded(SendData("x"), Close(1011))], _LEAVES, _RESET)
+# daphne refuses the app's own 1008: retried as 4008.
+@example([Receive(), Accept(), Close(1008, "policy")], _QUIET, _DAPHNE)
+# daphne refuses ws_diag's Generic 1011 after the frame went: retried as 4011, logged as 4011.
+@example([Receive(), Accept(), Raise(builtin_error(ValueError, "bug"))], _QUIET, _DAPHNE)
+# The seed's 1005 is a failure, never a normal closure.
+@example([Receive(), Accept(), Close(1005)], _QUIET, _PLAIN)
 def test_fuzz_in_process_default_settings(steps: list[Step], client: Client, flavour: Flavour) -> None:
     """Default settings: the wrapped app's messages are the bare app's but for the documented rewrites."""
     fuzz_once(steps, client, flavour, DEFAULT)
@@ -144,6 +183,10 @@ def test_fuzz_in_process_default_settings(steps: list[Step], client: Client, fla
 
 @settings(IN_PROCESS, max_examples=300)
 @given(app_scripts(), clients, flavours)
+# The app received the disconnect, then closes with a failure code: nothing of ws_diag's, the
+# app's close passes through repaired (1005 -> 1011), before accept untouched.
+@example([Receive(), Accept(), Receive(), Close(1005, "bye")], _QUIET, _PLAIN)
+@example([Receive(), Receive(), Close(1011)], _QUIET, _RESET)
 def test_fuzz_in_process_track_disconnect(steps: list[Step], client: Client, flavour: Flavour) -> None:
     """With track_disconnect nothing of ws_diag's is sent once the app has received a disconnect."""
     fuzz_once(steps, client, flavour, TRACKING)
@@ -151,6 +194,18 @@ def test_fuzz_in_process_track_disconnect(steps: list[Step], client: Client, fla
 
 @settings(IN_PROCESS, max_examples=300)
 @given(app_scripts(), clients, flavours, random_settings, st.booleans())
+# Diagnosis fails (a rule raises): the plain 1011 is ws_diag's first message, never retried.
+@example([Receive(), Accept(), Raise(builtin_error(RuntimeError, "x"))], _QUIET, _DAPHNE, DEFAULT, True)
+# Legacy scheme: the app's 1005 names Database by itself (frame 1005, wire 4005), its reason the message.
+@example([Receive(), Accept(), Close(1005, "db down")], _QUIET, _PLAIN, diag_settings("legacy"), False)
+# ... and before accept, with the HTTP denial: 1004 is Message Handler, HTTP 500.
+@example(
+    [Receive(), Close(1004)],
+    _QUIET,
+    Flavour("discard", strict=False, denial=True),
+    diag_settings("legacy", "http_denial"),
+    False,
+)
 def test_fuzz_in_process_any_settings(
     steps: list[Step], client: Client, flavour: Flavour, diag: DiagSettings, broken_rule: bool
 ) -> None:
@@ -244,3 +299,23 @@ def test_refused_frame_is_logged_without_the_apps_traceback(caplog: pytest.LogCa
     assert any(getattr(r, "ws_diag_event", None) == "client_gone" for r in caplog.records)
     for record in (r for r in caplog.records if r.name.startswith("ws_diag") and r.exc_info):
         assert "the app's own bug" not in formatter.formatException(record.exc_info), record.getMessage()
+
+
+def test_failure_close_after_a_tracked_disconnect_sends_nothing_of_ws_diags() -> None:
+    """With track_disconnect, an app's 1011 after it received the disconnect passes through: no accept, no frame."""
+    sent: list[dict[str, Any]] = []
+    incoming = [{"type": "websocket.connect"}, {"type": "websocket.disconnect", "code": 1001}]
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0)
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()  # websocket.connect
+        await receive()  # websocket.disconnect: the client left before accept
+        await send({"type": "websocket.close", "code": 1011})
+
+    asyncio.run(DiagnosticsMiddleware(app, settings=TRACKING)(ws_scope(False), receive, send))
+    assert sent == [{"type": "websocket.close", "code": 1011}]

@@ -212,7 +212,7 @@ class DiagnosticsMiddleware:
         kind = message["type"]
         if kind == "websocket.close" and not state.finished:
             state.finished = True
-            if self._is_failure(message, state.accepted):
+            if not state.gone and self._is_failure(message, state.accepted):
                 # The exception the app is handling, if any: ``except DbError: await ws.close(1011)``.
                 handled = sys.exception()
                 if not (handled is not None and self._client_left(state, send, handled)):
