@@ -131,19 +131,12 @@ class DiagnosticsMiddleware:
             return
         # A connection costs one small state object and one closure: the send wrapper.
         state = scope[SCOPE_KEY] = Connection(scope)
-        if self._log_client:
-            logger.debug(
-                "websocket connect: path=%s client=%s",
-                scope.get("path"),
-                scope.get("client"),
-                extra={"ws_diag_event": "connect", "path": scope.get("path")},
-            )
-        else:  # log_client_address=False: the client's address stays out of the logs (privacy)
-            logger.debug(
-                "websocket connect: path=%s",
-                scope.get("path"),
-                extra={"ws_diag_event": "connect", "path": scope.get("path")},
-            )
+        logger.debug(
+            "websocket connect: path=%s client=%s",
+            scope.get("path"),
+            scope.get("client") if self._log_client else "-",  # log_client_address=false: privacy
+            extra={"ws_diag_event": "connect", "path": scope.get("path")},
+        )
         on_control = self._on_control
 
         def wrapped_send(message: Message) -> Awaitable[None]:
