@@ -1,21 +1,30 @@
 """The model behind tests/test_fuzz.py: scripted apps and clients, an in-memory server, and the oracle.
 
-An app is a list of steps (receive, accept, send, close, HTTP denial, raise, return) run
-by :class:`ModelApp`, which logs what it tried and what each call returned or raised. A
-client is a list of messages plus the app step before which it leaves. :class:`MemoryServer`
-plays the server: it records every ``send`` call with the app's send call in progress (or
-none: ws_diag's own messages after the app ended), refuses sends after the client left the
-way real servers do (``ConnectionResetError``, uvicorn's ``ClientDisconnected``,
+An app is a list of steps (receive, accept, send, close, HTTP denial, raise, return, and
+``try: step except: close or raise``) run by :class:`ModelApp`, which logs what it tried,
+what each call returned or raised, and what it was handling at each send. A client is a
+list of messages plus the app step before which it leaves. :class:`MemoryServer` plays the
+server: it records every ``send`` call with the app's send call in progress (or none:
+ws_diag's own messages after the app ended), refuses sends after the client left the way
+real servers do (``ConnectionResetError``, uvicorn's ``ClientDisconnected``,
 uvicorn-websockets' ``RuntimeError`` once the app has received the disconnect, or
 hypercorn's silent discard), optionally refuses protocol violations (``RuntimeError``, as
 uvicorn does) and registered close codes (``Exception``, as daphne does), and keeps the
-wire: what a client would see.
+wire: what a client would see. A second ``MemoryServer`` whose client left plays another
+connection of a broadcasting app: its refusals (and Starlette's ``WebSocketDisconnect``
+made of them) are another connection's departure.
 
 :class:`Oracle` walks the wrapped app's log next to the server's records and asserts that
-every message is the app's own, unchanged, except for the documented rewrites (repaired
-closes, diagnosed closes and exceptions, the private-range retry), which it checks in
-detail. The other checks (exception identity, app-level equivalence with the bare app,
-wire validity, at most one close, nothing after a disconnect) are small functions after it.
+every message is the app's own, unchanged, except for the documented rewrites, which it
+checks in detail: departures decided from the connection's own evidence (:func:`departure`:
+its own send's refusals, a tracked disconnect, a disconnect type that did not come through
+another connection's send), failure closes (:func:`is_failure_close`) diagnosed by the
+exception the app was handling, repaired closes (every undeliverable code becomes 1011), the
+first refused message as a departure, the private-range retry of a later close and of the
+app's own close. It also predicts the ``ws_diag`` records above DEBUG and the
+``on_diagnosis`` events (the ``diagnosis:`` line after delivery, with the code sent). The
+other checks (exception identity, app-level equivalence with the bare app, wire validity,
+at most one close, nothing after a disconnect) are small functions after it.
 ``real_cases``/``run_real``/``check_real`` do the same through real servers and a real client.
 """
 
