@@ -1233,6 +1233,10 @@ class Oracle:
         message = event.message
         assert message is not None
         kind = message["type"]
+        if isinstance(event.outcome, BaseException):
+            # What a send raises reaches the app as the server raised it: chained to what the app
+            # was handling, never to a refusal of ws_diag's own messages.
+            assert event.outcome.__context__ is event.handling, (event, event.outcome.__context__)
         if kind == "websocket.close" and not self.state.finished:
             self.state.finished = True
             pending = list(records)
