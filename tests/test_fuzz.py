@@ -5,8 +5,10 @@ wrapped, and checks: the wrapped app's messages equal the bare app's but for the
 rewrites (the oracle in ``fuzz_model.py``), every close ws_diag writes is RFC-valid with a
 reason of at most 123 bytes, at most one close and one diagnostic frame, nothing of ws_diag's
 after a refused send or (with ``track_disconnect``) after a disconnect the app received, the
-app's exception object is what leaves the middleware, and no task is left running. Through
-hypercorn and both uvicorn implementations a real client checks what reaches the wire.
+app's exception object is what leaves the middleware, ws_diag's records above DEBUG and its
+``on_diagnosis`` events are exactly the documented ones, and no task is left running. Through
+every server of ``SERVER_KINDS`` (hypercorn, uvicorn's default sansio, wsproto and legacy
+websockets) a real client checks what reaches the wire.
 
 ``FUZZ_STATS`` counts what the fuzzers ran, for docs/reliability.md.
 """
