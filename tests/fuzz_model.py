@@ -1427,6 +1427,9 @@ class Oracle:
     def _app_end(self, records: list[Record]) -> None:
         escaped = self.run.app.escaped
         state = self.state
+        if isinstance(escaped, asyncio.CancelledError) and state.accepted and not (state.finished or state.gone):
+            self._restart(list(records))  # the server cancelled an open session: it is shutting down
+            return
         if not isinstance(escaped, Exception):  # returned, or a BaseException: untouched
             assert records == [], f"sent after the app ended with {escaped!r}: {records}"
             return
@@ -1441,6 +1444,39 @@ class Oracle:
         pending = list(records)
         self._intervention(pending, escaped, None)
         assert not pending, f"sent after the intervention: {records}"
+
+    def _restart(self, pending: list[Record]) -> None:
+        """A cancelled open session: a Service Restart frame and 1012 (4012 on a strict server), never a diagnosis.
+
+        Delivered like an intervention: the first message refused means the client left (nothing more).
+        """
+        frame_record = self._take(pending, "the restart frame")
+        frame_record.origin = "ws_diag"
+        assert frame_record.snapshot["type"] == "websocket.send", frame_record
+        frame = json.loads(frame_record.snapshot["text"])["error"]
+        assert (frame["code"], frame["component"], frame["source"]) == (1012, "Service Restart", "shutdown"), frame
+        assert frame["retryable"] is True, frame
+        assert isinstance(frame["retry_after_ms"], int), frame
+        if frame_record.error is not None:
+            assert not pending, f"sent after a refused restart frame: {pending}"
+            return
+        close = self._take(pending, "the restart close")
+        close.origin = "ws_diag"
+        assert close.snapshot == {
+            "type": "websocket.close",
+            "code": 1012,
+            "reason": f"Service Restart (incident {frame['incident_id']})",
+        }, close
+        if close.error is not None and not isinstance(close.error, OSError):
+            retry = self._take(pending, "the restart close retried in the private range")
+            assert retry.snapshot == {**close.snapshot, "code": 4012}, retry
+            retry.origin, retry.retry = "ws_diag", True
+            close = retry
+            if retry.error is None:
+                self.logs["strict_fallback"] += 1
+        if close.error is None:
+            self.logs["restart"] += 1
+        assert not pending, f"sent after the restart: {pending}"
 
     def _check_logs(self) -> None:
         """Rules 7 and 8: above DEBUG only what is documented; the diagnosis line after delivery, with the code sent."""

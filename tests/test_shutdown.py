@@ -83,6 +83,7 @@ def shutdown_frame(session: Session) -> dict[str, Any]:
     frame = session.frame
     assert (frame["code"], frame["component"], frame["source"]) == (1012, "Service Restart", "shutdown")
     assert frame["retryable"] is True
+    assert session.reason == f"Service Restart (incident {frame['incident_id']})"  # no "failure": a deploy
     return frame
 
 

@@ -236,8 +236,15 @@ def frame_json(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details:
 
 
 def close_reason(diagnosis: Diagnosis) -> str:
-    """A short, plain-text close reason: never JSON, never exception text."""
-    return truncate_reason(f"{diagnosis.component.display_name} failure (incident {diagnosis.incident_id})")
+    """A short, plain-text close reason: never JSON, never exception text.
+
+    ``"<Component> failure (incident <id>)"``; a graceful shutdown is no failure:
+    ``"Service Restart (incident <id>)"``.
+    """
+    what = diagnosis.component.display_name
+    if diagnosis.source != "shutdown":
+        what += " failure"
+    return truncate_reason(f"{what} (incident {diagnosis.incident_id})")
 
 
 def frame_schema() -> dict[str, Any]:
