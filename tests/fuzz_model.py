@@ -31,6 +31,7 @@ at most one close, nothing after a disconnect) are small functions after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
 import sys
@@ -271,6 +272,9 @@ bad_str_errors = st.just(_spec("BadStr()", BadStr))
 # handler's send to A was refused. Its traceback shows the same server ``send`` bound to another
 # connection, so it says nothing about this connection's client: ws_diag must diagnose.
 PEER_MARK = "fuzz_peer_send"
+# Set on an exception the app raised while it had a received websocket.disconnect in hand (a local
+# of the raising frame): the evidence that its own receive yielded the disconnect.
+IN_HAND_MARK = "_fuzz_disconnect_in_hand"
 
 
 def _run_sync(coro: Any) -> BaseException | None:
@@ -645,6 +649,7 @@ class ModelApp:
         self.ended = False
         self.done = asyncio.Event()
         self.saw_disconnect = False
+        self.disconnect_message: Message | None = None
         self.sent_data = 0  # data messages sent successfully after an accept went through
         self.accepted = False
         self.closing = False  # a close or HTTP response was attempted
@@ -669,6 +674,13 @@ class ModelApp:
         """Whether to skip a Receive step (real servers: it could block forever)."""
         return False
 
+    def hold_disconnect(self, exc: BaseException) -> Message | None:
+        """The received websocket.disconnect, if any, for the raising frame to hold; marks ``exc`` with it."""
+        if self.disconnect_message is not None:
+            with contextlib.suppress(AttributeError):  # every spec'd exception takes attributes
+                setattr(exc, IN_HAND_MARK, True)
+        return self.disconnect_message
+
     async def run_step(self, step: Step, receive: Any, send: Any) -> None:
         if isinstance(step, Receive):
             if self.skip_receive():
@@ -678,6 +690,7 @@ class ModelApp:
             self.log.append(AppEvent("receive", snapshot=dict(message)))
             if message["type"] == "websocket.disconnect":
                 self.saw_disconnect = True
+                self.disconnect_message = message
         elif isinstance(step, Accept | SendData | Close | HttpStart | HttpBody):
             await self.send(send, outgoing(step), swallow=getattr(step, "swallow", False))
         elif isinstance(step, Raise):
@@ -685,6 +698,7 @@ class ModelApp:
                 self.log.append(AppEvent("skip"))
                 return
             exc = step.spec.make()
+            _in_hand = self.hold_disconnect(exc)  # a local of the raising frame: the evidence
             self.raised.append(exc)
             self.log.append(AppEvent("raise", snapshot={"exception": step.spec.label}))
             raise exc
@@ -697,6 +711,7 @@ class ModelApp:
                     await self.run_step(step.handler, receive, send)
                     return
                 exc = step.handler.spec.make()
+                _in_hand = self.hold_disconnect(exc)  # a local of the raising frame: the evidence
                 self.raised.append(exc)
                 self.log.append(AppEvent("raise", snapshot={"exception": step.handler.spec.label}))
                 if step.cause:
@@ -1021,8 +1036,9 @@ def departure(
 
     Walking the chain: an exception raised through this connection's own ``send`` (``own``: the
     server's refusals; after accept any type, before accept an ``OSError``), or a disconnect type
-    that did not come through another connection's send (``peers``: see :func:`_foreign`). A rule
-    that raises ends the walk: not gone.
+    that did not come through another connection's send (``peers``: see :func:`_foreign`) and was
+    raised with the received ``websocket.disconnect`` in hand (``IN_HAND_MARK``). A rule that
+    raises ends the walk: not gone.
     """
     for candidate in exception_chain(exc):
         if id(candidate) in own and (accepted or isinstance(candidate, OSError)):
@@ -1031,7 +1047,7 @@ def departure(
             outcome = _lookup(candidate, broken)
         except _BrokenRule:
             return False, True
-        if outcome is GONE and not _foreign(candidate, own, peers):
+        if outcome is GONE and not _foreign(candidate, own, peers) and getattr(candidate, IN_HAND_MARK, False):
             return True, False
     return False, False
 

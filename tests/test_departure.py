@@ -102,10 +102,34 @@ def test_closing_a_departed_peer_is_not_this_clients_departure() -> None:
     assert not client_left(exc, mine.send, Classifier(), accepted=True)
 
 
+async def receive_text(receive: Any) -> str:
+    """Starlette's receive_text: a disconnect type raised with the received message in hand."""
+    message = await receive()
+    if message["type"] == "websocket.disconnect":
+        raise WebSocketDisconnect(message["code"])
+    return str(message["text"])
+
+
 def test_disconnect_from_receive_is_this_clients() -> None:
-    """A disconnect raised after this connection's receive (no send involved): its client left."""
+    """A disconnect raised where this connection's receive yielded websocket.disconnect: its client left."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "websocket.disconnect", "code": 1001}
+
     mine = FakeServerConnection(gone=False)
-    assert client_left(WebSocketDisconnect(1001), mine.send, Classifier(), accepted=True)
+    exc = asyncio.run(raised(receive_text(receive)))
+    assert client_left(exc, mine.send, Classifier(), accepted=True)
+
+
+def test_disconnect_raised_by_the_app_itself_is_no_evidence() -> None:
+    """An endpoint raising WebSocketDisconnect with no disconnect message in hand: its client is still there."""
+
+    async def endpoint() -> None:
+        raise WebSocketDisconnect(1011)
+
+    mine = FakeServerConnection(gone=False)
+    exc = asyncio.run(raised(endpoint()))
+    assert not client_left(exc, mine.send, Classifier(), accepted=True)
 
 
 def test_any_refusal_of_own_send_after_accept_means_gone() -> None:

@@ -343,10 +343,25 @@ async def test_nothing_after_the_apps_own_close() -> None:
 
 
 async def test_client_gone_exception_sends_nothing() -> None:
-    """Starlette's WebSocketDisconnect means the client left: no frame, no close."""
+    """WebSocketDisconnect raised with the received websocket.disconnect in hand: the client left, nothing sent."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()
+        if message["type"] == "websocket.disconnect":
+            raise starlette.websockets.WebSocketDisconnect(message["code"])
+
+    run = await drive(wrap(app))
+    assert [m["type"] for m in run.sent] == ["websocket.accept"]
+    assert isinstance(run.error, starlette.websockets.WebSocketDisconnect)
+
+
+async def test_disconnect_type_without_evidence_is_diagnosed() -> None:
+    """An endpoint raising WebSocketDisconnect itself, no disconnect received: its client still gets the frame."""
     exc = starlette.websockets.WebSocketDisconnect(1011)
     run = await drive(wrap(raising(exc)))
-    assert [m["type"] for m in run.sent] == ["websocket.accept"]
+    assert frame_of(run)["component"] == "Generic Internal"
     assert run.error is exc
 
 
@@ -661,7 +676,7 @@ async def test_failed_accept_means_the_client_is_gone() -> None:
 
 
 async def test_disconnect_on_top_beats_a_component_error_in_its_context() -> None:
-    """A disconnect raised while handling a component error means the client left: nothing is sent."""
+    """The client's disconnect, received while handling a component error: the client left, nothing is sent."""
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await receive()
@@ -669,7 +684,8 @@ async def test_disconnect_on_top_beats_a_component_error_in_its_context() -> Non
         try:
             raise WebSocketComponentError.database_failure()
         except WebSocketComponentError:
-            raise starlette.websockets.WebSocketDisconnect(1001) from None
+            message = await receive()
+            raise starlette.websockets.WebSocketDisconnect(message["code"]) from None
 
     run = await drive(wrap(app))
     assert [m["type"] for m in run.sent] == ["websocket.accept"]

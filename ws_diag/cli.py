@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -57,10 +58,14 @@ def _check(args: argparse.Namespace) -> int:
         return EXIT_CONFIG
     if not probes:
         print(
-            "ws-diag: nothing to check: set WS_DIAG_POSTGRES_DSN, WS_DIAG_REDIS_URL or WS_DIAG_REQUIRED_ENV",
+            "ws-diag: nothing to check: set WS_DIAG_POSTGRES_DSN, WS_DIAG_SQLALCHEMY_URL, WS_DIAG_REDIS_URL, "
+            "WS_DIAG_HTTP_PROBES or WS_DIAG_REQUIRED_ENV",
             file=sys.stderr,
         )
         return EXIT_CONFIG
+    # The table (or JSON) is the answer; the checker's status-change log lines would only repeat it
+    # on stderr through logging's last-resort handler.
+    logging.getLogger("ws_diag").addHandler(logging.NullHandler())
     try:
         report = asyncio.run(validate_websocket_component_health(probes, settings=settings))
     except ValueError as exc:  # required_probes naming a probe that is not configured, duplicate names

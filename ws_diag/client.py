@@ -34,7 +34,7 @@ import re
 import time
 from collections.abc import AsyncIterator, Callable, Generator
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 from .codes import (
     LOCAL_ONLY_CODES,
@@ -44,6 +44,7 @@ from .codes import (
     component_for_wire_code,
     retry_action,
 )
+from .diagnosis import DiagnosisSource
 
 __all__ = [
     "Explanation",
@@ -60,7 +61,7 @@ logger = logging.getLogger("ws_diag.client")
 
 # ws_diag's close reason: "<Component> failure (incident <16 hex>)" (diagnosis.close_reason).
 _INCIDENT_IN_REASON = re.compile(r"\(incident ([0-9a-f]{16})\)\Z")
-_SOURCES = frozenset({"app", "exception", "probe", "default", "shutdown"})
+_SOURCES = frozenset(get_args(DiagnosisSource))
 
 
 @dataclass(frozen=True, slots=True)

@@ -320,11 +320,13 @@ SERVICE_RESTART: ComponentLike = _ServerEvent(
     _SERVICE_UNAVAILABLE,
 )
 
-# The built-in private codes, and 4011/4012: what a strict server gets instead of 1011/1012.
+# The built-in private codes, and the strict-server fallbacks.
 _RESERVED_CODES = frozenset(
     {
         *(member.code for member in Component),
-        *(code + _STRICT_OFFSET for code in (CLOSE_INTERNAL_ERROR, CLOSE_SERVICE_RESTART)),
+        # What a strict server gets instead of a registered code (code + 3000: 4001-4003, 4007-4014):
+        # a custom component there would be read as that fallback by the clients' retry table.
+        *(code + _STRICT_OFFSET for code in _SENDABLE_REGISTERED if code != CLOSE_NORMAL),
     }
 )
 _RESERVED_KEYS = frozenset({*(member.key for member in Component), SERVICE_RESTART.key})
@@ -385,7 +387,7 @@ class CustomComponent:
 
     Raises:
         TypeError: a field of the wrong type (``code="4100"``, ``suggestions="Check x"``), naming it.
-        ValueError: a code outside 4000-4999 or reserved by ws_diag (4002-4011), a key of
+        ValueError: a code outside 4000-4999 or reserved by ws_diag (4001-4014), a key of
             a built-in component, an empty key or display name, or a non-error HTTP status.
     """
 

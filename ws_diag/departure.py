@@ -9,8 +9,11 @@ chain therefore says nothing about B's client. What does:
 - the exception passed through a call of B's own server ``send`` (B's send
   failed: after accept any refusal, before accept an ``OSError``), or
 - a disconnect type (Starlette's ``WebSocketDisconnect``, uvicorn's
-  ``ClientDisconnected``) that came from no server ``send`` at all: it was
-  raised after B's own ``receive`` yielded ``websocket.disconnect``.
+  ``ClientDisconnected``) raised where a ``websocket.disconnect`` message was
+  in hand (Starlette's ``_raise_on_disconnect(message)``, an app's
+  ``if message["type"] == "websocket.disconnect": raise ...``): B's own
+  ``receive`` yielded it. A disconnect type raised with no such message, say by
+  an endpoint while its client is still there, says nothing about B's client.
 
 A disconnect that passed through a call of the same ``send`` function bound to
 *another* connection is that connection's departure, not B's.
@@ -107,8 +110,26 @@ def client_left(exc: BaseException, send: object, classifier: Classifier, *, acc
     for candidate in exception_chain(exc):
         if site is not None and site.raised_in(candidate) and (accepted or isinstance(candidate, OSError)):
             return True  # this connection's own send failed
-        if classifier.classify_one(candidate) is CLIENT_GONE and not _foreign(candidate, site):
+        if (
+            classifier.classify_one(candidate) is CLIENT_GONE
+            and not _foreign(candidate, site)
+            and _received_disconnect(candidate)
+        ):
             return True
+    return False
+
+
+def _received_disconnect(exc: BaseException) -> bool:
+    """Whether a frame ``exc`` passed through had a ``websocket.disconnect`` message in hand."""
+    tb = exc.__traceback__
+    for _ in range(_MAX_FRAMES):
+        if tb is None:
+            break
+        for value in tb.tb_frame.f_locals.values():
+            # ASGI messages are plain dicts; nothing else is looked into.
+            if type(value) is dict and value.get("type") == "websocket.disconnect":
+                return True
+        tb = tb.tb_next
     return False
 
 

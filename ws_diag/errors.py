@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypedDict, Unpack
 
-from .codes import CodeScheme, Component, ComponentLike
+from .codes import MAX_RETRY_AFTER_MS, CodeScheme, Component, ComponentLike
 
 __all__ = ["ErrorOptions", "WebSocketComponentError"]
 
@@ -43,7 +43,7 @@ class ErrorOptions(TypedDict, total=False):
 
 
 # One hour, the frame's bound (codes.MAX_RETRY_AFTER_MS).
-_MAX_RETRY_AFTER = 3600.0
+_MAX_RETRY_AFTER = MAX_RETRY_AFTER_MS / 1000  # seconds
 
 
 def _check_retry_after(value: float | None) -> float | None:

@@ -18,7 +18,14 @@ from typing import Any, TypeVar
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .classify import Classifier
-from .codes import CLOSE_NORMAL, ComponentLike, is_failure_close_code, validate_components
+from .codes import (
+    CLOSE_NORMAL,
+    SERVICE_RESTART,
+    Component,
+    ComponentLike,
+    is_failure_close_code,
+    validate_components,
+)
 from .departure import client_left
 from .diagnoser import Diagnoser
 from .endpoint import health_routes
@@ -64,6 +71,30 @@ def _tracking(receive: Receive, state: Connection) -> Receive:
     return tracking_receive
 
 
+def _check_component_keys(settings: DiagSettings, components: Iterable[ComponentLike], probes: Iterable[Probe]) -> None:
+    """Settings that name components or probes name known ones (a typo would be ignored silently).
+
+    Raises:
+        ValueError: naming the field and the unknown keys (also logged at ERROR: a framework
+            building the middleware lazily may swallow the error).
+    """
+    keys = {member.key for member in Component} | {c.key for c in components} | {SERVICE_RESTART.key}
+    names = {probe.name for probe in probes}
+    problems = []
+    unknown = sorted(set(settings.retry_after_by_component) - keys)
+    if unknown:
+        problems.append(
+            f"retry_after_by_component (WS_DIAG_RETRY_AFTER_BY_COMPONENT): unknown component keys {unknown}"
+        )
+    unknown = sorted(set(settings.probe_priority) - keys - names)
+    if unknown:
+        problems.append(f"probe_priority (WS_DIAG_PROBE_PRIORITY): not a probe name or component key: {unknown}")
+    if problems:
+        msg = "; ".join(problems)
+        logger.error("invalid ws_diag settings: %s", msg, extra={"ws_diag_event": "settings_invalid"})
+        raise ValueError(msg)
+
+
 class DiagnosticsMiddleware:
     """Turn a websocket's generic failure into a component close code and a JSON frame.
 
@@ -104,6 +135,7 @@ class DiagnosticsMiddleware:
             msg = "pass probes and on_health_report either to the middleware or to its checker, not both"
             raise ValueError(msg)
         self.checker = checker
+        _check_component_keys(settings, self.components, checker.probes)
         self.diagnoser = Diagnoser(
             self.classifier,
             checker,
@@ -155,12 +187,12 @@ class DiagnosticsMiddleware:
         except asyncio.CancelledError:
             await self._on_cancelled(state, send)
             raise
-        else:
-            if state.outcome == "open":
-                state.outcome = "normal"
         finally:
+            if state.outcome == "open":  # returned; or cancelled after its own close, or before accept
+                state.outcome = "normal" if state.finished or state.accepted else "error"
             if self._events:
                 self.lifecycle.closed(state)
+            del scope[SCOPE_KEY]  # no scope <-> Connection cycle left for the garbage collector
 
     def _pass_through(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """HTTP (the health routes, else the app), lifespan, and websockets an outer layer watches."""
@@ -199,6 +231,8 @@ class DiagnosticsMiddleware:
             state.finished = True
             if await self.responder.restart(state.scope, send):
                 state.outcome = "restart"
+            else:
+                self._mark_gone(state)  # refused or too slow: nobody left to tell
 
     async def _on_control(self, state: Connection, send: Send, message: Message) -> None:
         """Every message but ``websocket.send``: accept, close, the HTTP denial, odd ones."""

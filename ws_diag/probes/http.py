@@ -48,7 +48,8 @@ class HttpProbe:
         url: an ``http://`` or ``https://`` URL.
         name: the report key; the URL's host (and port) when omitted.
         method: ``"GET"`` (default) or ``"HEAD"``.
-        timeout: seconds for the whole request (connect, send, answer).
+        timeout: seconds for each phase of the request (connect, write, read, pool; httpx's
+            ``Timeout``); the checker's ``probe_timeout`` bounds the whole check.
         required: whether a failure makes the service unhealthy (default ``False``:
             a degraded dependency should not take the service out of rotation).
         component: the component a failure points at (``Component.INTEGRATION``).
