@@ -96,3 +96,26 @@ async def drive(
     except Exception as exc:  # recorded for the test to assert on
         run.error = exc
     return run
+
+
+async def http_request(
+    app: Any, path: str, *, method: str = "GET", headers: Iterable[tuple[bytes, bytes]] = (), query: str = ""
+) -> tuple[int, dict[str, str], bytes]:
+    """One in-process HTTP request to ``app``: status, headers (decoded), body (the first body message)."""
+    scope = {"type": "http", "method": method, "path": path, "query_string": query.encode(), "headers": list(headers)}
+    sent: list[Message] = []
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    await app(scope, receive, send)
+    start, body = sent[0], next((m for m in sent[1:] if m["type"] == "http.response.body"), {"body": b""})
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body["body"]
+
+
+def bearer(token: str | None) -> list[tuple[bytes, bytes]]:
+    """An Authorization header with ``token``, or none."""
+    return [(b"authorization", f"Bearer {token}".encode())] if token else []

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import pytest
+from harness import bearer, http_request
 from pydantic import SecretStr
 from servers import run_server
 
@@ -39,19 +40,7 @@ async def request(
     middleware: DiagnosticsMiddleware, path: str = "/healthz", method: str = "GET", token: str | None = None
 ) -> tuple[int, dict[str, str], bytes]:
     """One in-process HTTP request."""
-    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
-    scope = {"type": "http", "method": method, "path": path, "headers": headers}
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await middleware(scope, receive, send)
-    start, body = sent
-    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body["body"]
+    return await http_request(middleware, path, method=method, headers=bearer(token))
 
 
 async def test_healthy_is_200_with_report() -> None:
@@ -146,17 +135,7 @@ async def test_bearer_scheme_is_case_insensitive() -> None:
 async def request_with_header(middleware: DiagnosticsMiddleware, authorization: bytes | None) -> int:
     """One in-process GET of the health path with a raw Authorization header; the status."""
     headers = [(b"authorization", authorization)] if authorization is not None else []
-    scope = {"type": "http", "method": "GET", "path": "/healthz", "headers": headers}
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await middleware(scope, receive, send)
-    status: int = sent[0]["status"]
+    status, _, _ = await http_request(middleware, "/healthz", headers=headers)
     return status
 
 

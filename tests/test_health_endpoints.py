@@ -8,6 +8,7 @@ from typing import Any
 import httpx
 import pydantic
 import pytest
+from harness import bearer, http_request
 from servers import run_server
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings
@@ -69,21 +70,10 @@ async def request(
     accept: str | None = None,
 ) -> tuple[int, dict[str, str], bytes]:
     """One in-process HTTP request: status, headers, body."""
-    headers = [(b"authorization", f"Bearer {token}".encode())] if token else []
+    headers = bearer(token)
     if accept is not None:
         headers.append((b"accept", accept.encode()))
-    scope = {"type": "http", "method": method, "path": path, "query_string": query.encode(), "headers": headers}
-    sent: list[dict[str, Any]] = []
-
-    async def receive() -> dict[str, Any]:
-        return {"type": "http.request", "body": b"", "more_body": False}
-
-    async def send(message: dict[str, Any]) -> None:
-        sent.append(message)
-
-    await middleware(scope, receive, send)
-    start, body = sent
-    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}, body["body"]
+    return await http_request(middleware, path, method=method, headers=headers, query=query)
 
 
 async def test_liveness_never_runs_probes() -> None:
