@@ -43,14 +43,14 @@ class Session:
         return frames[0]
 
 
-async def talk(url: str, outgoing: Iterable[str] = ("hello",)) -> Session:
-    """Connect, send ``outgoing``, read until the server closes (all within CLIENT_TIMEOUT).
+async def talk(url: str, outgoing: Iterable[str] = ("hello",), *, headers: Iterable[tuple[str, str]] = ()) -> Session:
+    """Connect (extra request ``headers``), send ``outgoing``, read until the server closes (within CLIENT_TIMEOUT).
 
     A session that fails before accept is closed by the server right after the
     handshake, so send nothing to it (``outgoing=()``): a send could meet the close first.
     """
     messages: list[str] = []
-    async with asyncio.timeout(CLIENT_TIMEOUT), connect(url) as ws:
+    async with asyncio.timeout(CLIENT_TIMEOUT), connect(url, additional_headers=list(headers)) as ws:
         try:
             for text in outgoing:
                 await ws.send(text)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import uuid
@@ -13,11 +12,9 @@ import jsonschema
 import pydantic
 import pytest
 from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
-from clients import CLIENT_TIMEOUT, Session
+from clients import Session, talk
 from harness import CONNECT, drive, text, ws_scope
 from servers import run_server
-from websockets.asyncio.client import connect
-from websockets.exceptions import ConnectionClosed
 
 from ws_diag import DiagnosisEvent, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag.diagnosis import frame_schema, valid_request_id
@@ -47,16 +44,7 @@ async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
 
 async def session(url: str, headers: Sequence[tuple[str, str]] = ()) -> Session:
     """One session with these request headers; what the client saw."""
-    messages: list[str] = []
-    async with asyncio.timeout(CLIENT_TIMEOUT), connect(url + "/ws", additional_headers=list(headers)) as ws:
-        await ws.send("hello")
-        try:
-            while True:
-                message = await ws.recv()
-                messages.append(message if isinstance(message, str) else message.decode())
-        except ConnectionClosed:
-            pass
-    return Session(messages, ws.close_code, ws.close_reason)
+    return await talk(url + "/ws", headers=headers)
 
 
 def diagnosis_record(caplog: pytest.LogCaptureFixture) -> logging.LogRecord:
