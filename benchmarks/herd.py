@@ -25,7 +25,8 @@ Policies compared:
   count reset after a connection open ``reset_after``) live in
   ``Reconnecting._decide``/``_closed`` (ws_diag/client.py) and in ``connect()``
   of ws_diag/static/ws-diag.js (the ``close`` listener: reset, ``retryAction``,
-  ``maxAttempts``, ``retryDelayMs``, ``attempt += 1``); they are mirrored in
+  ``maxAttempts``, ``retryDelayMs``, ``attempt += 1``; at git 56c2016 client.py
+  lines 338-350 and 397-398, ws-diag.js lines 217-231); they are mirrored in
   :func:`shipped_policy`, and ``tests/test_benchmarks.py`` checks the mirror
   against ``Reconnecting._decide``. The JS helper computes the same delays
   (``retryDelayMs``, checked against the Python one by tests/retry_cases.json)
