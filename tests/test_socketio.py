@@ -13,7 +13,9 @@ ping, ``3`` pong, ``4`` message, with Socket.IO's own type after it: ``40``
 connect, ``41`` disconnect, ``42`` event, ``43`` ack, ``44`` connect error).
 ws_diag's JSON frame (``{"type": "error", ...}``) starts with ``{``, which is no
 packet type: a Socket.IO client would treat it as a protocol error, never as a
-diagnosis. Its close codes (4000-4999) would mean nothing to Socket.IO either.
+diagnosis (measured with a middleware that sends one after the accept: python-engineio's
+client fails with ``ValueError: invalid literal for int() with base 10: '{'``).
+Its close codes (4000-4999) would mean nothing to Socket.IO either.
 
 Each test runs the same scenarios against the bare ``ASGIApp`` and against it
 wrapped in ws_diag, under real servers, and compares what the client saw: the
