@@ -65,7 +65,7 @@ def _report(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description="ws_diag's benchmarks.")
     commands = parser.add_subparsers(dest="command", required=True)
-    run = commands.add_parser("run", help="run the benchmarks (all seven sections by default)")
+    run = commands.add_parser("run", help="run the benchmarks (all sections by default)")
     run.add_argument(
         "--quick", action="store_true", help="tiny sizes: checks that everything runs, numbers mean nothing"
     )

@@ -142,7 +142,33 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 _met(r["goal"]["no_growth"] and r["goal"]["tasks_back_to_baseline"]),
             ),
         ]
-    return rows
+    return rows + _herd_rows(sections.get("herd"))
+
+
+def _herd_rows(r: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    if r is None:
+        return []
+    ratios = r["ratios"]
+    pair = ("shipped / fixed", "shipped / plain exponential")
+    shipped = r["policies"]["shipped"]
+    return [
+        (
+            f"8. herd of {r['clients']:,} after a {r['outage_s']:g} s outage: peak reconnects/s, shipped policy",
+            "below fixed-delay and plain exponential",
+            f"{_f(shipped['peak_per_s'], ',.0f')}/s at {shipped['peak_at_s']:g} s; ratios "
+            + ", ".join(f"{name} {_f(ratios[name]['peak'])}" for name in pair),
+            _met(r["goal"]["peak_below_naive"]),
+        ),
+        (
+            "8. herd: peak reconnects/s after the recovery, shipped policy",
+            "below fixed-delay and plain exponential",
+            f"{_f(shipped['peak_after_recovery_per_s'], ',.0f')}/s; ratios "
+            + ", ".join(f"{name} {_f(ratios[name]['peak_after_recovery'])}" for name in pair)
+            + f"; all back {_f(shipped['all_back_after_s'], '.1f')} s after the recovery, "
+            f"{shipped['gave_up']:,} gave up",
+            _met(r["goal"]["after_recovery_below_naive"]),
+        ),
+    ]
 
 
 def _machine(meta: dict[str, Any]) -> list[str]:

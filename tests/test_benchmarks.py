@@ -19,11 +19,14 @@ from services import PostgresServer, RedisServer, SilentListener
 from ws_diag import DiagnosticsMiddleware, DiagSettings
 from ws_diag.bench import default_variants, echo_app, import_from_string, measure
 from ws_diag.cli import main as cli_main
+from ws_diag.client import Reconnecting, RetryPolicy
+from ws_diag.codes import retry_action
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks import herd  # noqa: E402
 from benchmarks.common import Services  # noqa: E402
 from benchmarks.report import BEGIN, END, render, summary_rows  # noqa: E402
 from benchmarks.runner import SECTIONS, run_sections  # noqa: E402
@@ -236,3 +239,45 @@ def test_readme_has_the_results_block() -> None:
     assert BEGIN in text
     assert END in text
     assert "python -m benchmarks run" in text
+
+
+@pytest.mark.asyncio
+async def test_quick_herd_section() -> None:
+    """The herd simulation runs every policy and accounts for every client."""
+    results = await run_sections(["herd"], quick=True, command="test")
+    result = results["sections"]["herd"]
+    assert result["close"]["code"] == 4007
+    assert isinstance(result["close"]["retry_after_ms"], int)
+    assert set(result["policies"]) == {herd.SHIPPED, herd.FIXED, herd.PLAIN, herd.WHAT_IF}
+    for policy in result["policies"].values():
+        assert policy["reconnected"] + policy["gave_up"] == result["clients"]
+        assert sum(policy["attempts_per_second"]) == policy["attempts"]
+        for key in ("peak_per_s", "peak_after_recovery_per_s", "all_back_after_s", "p99_back_after_s"):
+            assert finite(policy[key]), key
+    assert all(finite(r["peak"]) and finite(r["peak_after_recovery"]) for r in result["ratios"].values())
+    assert isinstance(result["goal"]["met"], bool)
+    assert SECTIONS["herd"].title in render(results)
+    assert len(summary_rows(results)) == 2
+
+
+@pytest.mark.asyncio
+async def test_herd_plot_is_a_png(tmp_path: Path) -> None:
+    """The herd benchmark draws its attempts-per-second plot to the PNG it is given."""
+    out = tmp_path / "herd.png"
+    result = await herd.run(herd.HerdConfig(clients=50, plot=False), plot_to=out)
+    assert result["plot"] == "herd.png"
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.mark.asyncio
+async def test_herd_shipped_policy_decides_like_reconnecting() -> None:
+    """The simulated shipped client waits and gives up exactly as ws_diag.client.Reconnecting decides."""
+    code, frame = await herd.outage_close()
+    rands = [(i * 0.37) % 1 for i in range(20)]
+    for policy in (RetryPolicy(), RetryPolicy(min_delay=0.1, max_delay=2.0, max_attempts=4)):
+        client = Reconnecting("ws://127.0.0.1:9/", policy=policy, rand=iter(rands).__next__)
+        real: list[float | None] = []
+        while not real or real[-1] is not None:
+            real.append(client._decide(retry_action(code, frame), None, None))
+        simulated = [herd.shipped_policy(code, frame, policy).next_delay(i, r) for i, r in enumerate(rands)]
+        assert simulated[: len(real)] == real

@@ -326,3 +326,70 @@ async def test_uvicorn_lifespan_auto_swallows_middleware_build_error(caplog: pyt
             await closed_code(url + "/ws")
         assert info.value.response.status_code == 500
     assert BrokenMiddleware.built == 3  # tried again on each request
+
+
+# -- python-socketio ---------------------------------------------------------------------------
+
+
+def socketio_recorded(escaped: list[BaseException], sent: list[dict[str, Any]]) -> Any:
+    """python-socketio's ASGIApp whose handlers fail, behind a recorder of what crosses the ASGI layer."""
+    import socketio
+
+    sio = socketio.AsyncServer(async_mode="asgi", logger=False, engineio_logger=False)
+
+    @sio.event
+    async def connect(sid: str, environ: dict[str, Any], auth: Any) -> None:
+        if auth:
+            raise socketio.exceptions.ConnectionRefusedError("nope")
+
+    @sio.on("boom")
+    async def boom(sid: str, data: Any) -> None:
+        msg = "event handler failed"
+        raise RuntimeError(msg)
+
+    @sio.on("echo")
+    async def echo(sid: str, data: Any) -> Any:
+        return data
+
+    inner = socketio.ASGIApp(sio)
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def recording_send(message: dict[str, Any]) -> None:
+            sent.append(message)
+            await send(message)
+
+        try:
+            await inner(scope, receive, recording_send)
+        except BaseException as exc:
+            escaped.append(exc)
+            raise
+
+    return app
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["hypercorn", "uvicorn"])
+async def test_socketio_handles_handler_errors_inside_its_protocol(kind: str) -> None:
+    """Fact: python-socketio answers handler failures with its own packets; no exception reaches the ASGI layer."""
+    escaped: list[BaseException] = []
+    sent: list[dict[str, Any]] = []
+    async with run_server(socketio_recorded(escaped, sent), kind) as url:
+        eio = url + "/socket.io/?EIO=4&transport=websocket"
+        async with asyncio.timeout(WAIT_S):
+            async with connect(eio) as ws:
+                await ws.recv()  # Engine.IO OPEN
+                await ws.send('40{"token":"bad"}')
+                refused = await ws.recv()
+            async with connect(eio) as ws:
+                await ws.recv()
+                await ws.send("40")
+                await ws.recv()
+                await ws.send('42["boom",1]')
+                await ws.send('421["echo","still here"]')
+                acknowledged = await ws.recv()
+    assert refused == '44{"message":"nope"}'  # CONNECT_ERROR, inside Engine.IO's websocket
+    assert acknowledged == '431["still here"]'  # the session outlived its handler's exception
+    assert escaped == []
+    closes = [m.get("code", 1000) for m in sent if m["type"] == "websocket.close"]
+    assert all(code == 1000 for code in closes)
+    assert all(m["text"][:1].isdigit() for m in sent if m["type"] == "websocket.send")
