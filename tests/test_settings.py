@@ -9,7 +9,7 @@ from types import MappingProxyType
 import pydantic
 import pytest
 
-from ws_diag import DiagnosticsMiddleware, DiagSettings
+from ws_diag import DiagnosticsMiddleware, DiagSettings, dsn
 from ws_diag import settings as settings_module
 from ws_diag.settings import describe_settings_error, load_settings
 
@@ -358,3 +358,18 @@ def test_no_warning_for_real_variables_or_names_read_elsewhere(
     settings = DiagSettings()
     assert (settings.cache_ttl, settings.probe_timeout) == (3.0, 0.5)
     assert not [r for r in caplog.records if getattr(r, "ws_diag_event", None) == "settings_unknown_variable"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [case for case in BAD_URLS if "soon" not in case[1] and "nodriver" not in case[1]]
+)
+def test_urls_are_checked_without_the_optional_libraries(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    """Without redis-py or SQLAlchemy installed, the standard-library checks alone refuse the same shapes."""
+    monkeypatch.setattr(dsn, "_installed", lambda package: False)
+    given = json.loads(value) if field == "http_probes" else value
+    with pytest.raises(pydantic.ValidationError) as info:
+        DiagSettings(**{field: given})
+    assert f"WS_DIAG_{field.upper()}" in str(info.value)
+    assert PASSWORD not in str(info.value)

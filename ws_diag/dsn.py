@@ -26,6 +26,11 @@ _SQLALCHEMY_URL = re.compile(
 )
 
 
+def _installed(package: str) -> bool:
+    # Looked up, not imported: the parser is imported only for a URL that is set.
+    return importlib.util.find_spec(package) is not None
+
+
 def _split(url: str, example: str) -> SplitResult:
     try:
         parts = urlsplit(url)
@@ -47,7 +52,7 @@ def check_redis_url(url: str, env: str) -> None:
     if scheme == "unix" and not parts.path:
         msg = f"a unix:// URL needs the socket's path, e.g. {env}=unix:///run/redis.sock"
         raise ValueError(msg)
-    if importlib.util.find_spec("redis") is not None:
+    if _installed("redis"):
         from redis.asyncio.connection import parse_url
 
         try:
@@ -101,7 +106,7 @@ def check_sqlalchemy_url(url: str, env: str) -> None:
     if port and not port.isdigit():
         msg = f"has a port that is not a number; the form is {example}"
         raise ValueError(msg)
-    if importlib.util.find_spec("sqlalchemy") is not None:
+    if _installed("sqlalchemy"):
         import sqlalchemy
 
         try:
