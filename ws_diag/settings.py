@@ -89,8 +89,12 @@ class DiagSettings(BaseSettings):
     """ws_diag's settings; every field can be set as ``WS_DIAG_<FIELD>``.
 
     Invalid values raise ``pydantic.ValidationError`` (a ``ValueError``) at
-    construction, naming the field and never repeating the value. List fields
-    are read from the environment as JSON lists (``WS_DIAG_REQUIRED_ENV='["A","B"]'``).
+    construction, naming the field and never repeating the value; so does a DSN
+    or URL its probe could not parse (:mod:`ws_diag.dsn`). List fields are read
+    from the environment as JSON lists (``WS_DIAG_REQUIRED_ENV='["A","B"]'``).
+    A ``WS_DIAG_*`` variable that names no field is ignored and logged once per
+    process at WARNING on logger ``ws_diag`` with the closest field's variable
+    (``ws_diag_event="settings_unknown_variable"``), unless ``required_env`` lists it.
     The object is immutable.
     """
 
