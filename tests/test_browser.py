@@ -242,7 +242,7 @@ async def test_first_view_explains_itself(demo: Demo) -> None:
         assert len(shown) > len(label) + 80, shown  # a real explanation, not a caption
     assert await demo.page.locator(".scenario").count() == 6
     health = await demo.health(200)
-    assert {probe: status for probe, (status, _) in health.items()} == {"database": "up", "redis": "up"}
+    assert {probe: status for probe, (status, _) in health.items()} == {"database": "healthy", "redis": "healthy"}
     assert all(re.fullmatch(r"\d+\.\d+ ms", latency) for _, latency in health.values()), health
     panel = await demo.page.locator("#health").inner_text()
     assert re.search(rf"last check {CLOCK}", panel), panel
@@ -256,20 +256,20 @@ async def test_first_view_explains_itself(demo: Demo) -> None:
 
 
 async def test_health_panel_follows_changes_made_elsewhere(demo: Demo) -> None:
-    """The panel polls /health by itself: a probe broken by another client shows down without a click, then up again."""
+    """The panel polls /health by itself: a probe broken elsewhere shows failed without a click, then healthy."""
     checked = demo.page.locator("#health-checked")
     first = await checked.inner_text()
     await expect(checked).not_to_have_text(first, timeout=TIMEOUT_MS)  # a newer check, shown unprompted
     request = demo.page.context.request
     assert (await request.post(demo.base + "/break/database")).ok
     health = await demo.health(503)
-    assert health["database"][0] == "down"
+    assert health["database"][0] == "failed"
     await expect(demo.page.locator("#live")).to_contain_text("reconnecting in", timeout=TIMEOUT_MS)
     await expect(demo.page.get_by_role("button", name="Fix database probe")).to_be_enabled(timeout=TIMEOUT_MS)
     await expect(demo.page.get_by_role("button", name="Break database probe")).to_be_disabled(timeout=TIMEOUT_MS)
     assert (await request.delete(demo.base + "/break/database")).ok
     health = await demo.health(200)
-    assert health["database"][0] == "up"
+    assert health["database"][0] == "healthy"
     await expect(demo.page.get_by_role("button", name="Break database probe")).to_be_enabled(timeout=TIMEOUT_MS)
     await expect(demo.page.locator("#live")).to_have_text("reconnected", timeout=TIMEOUT_MS)
 
@@ -359,16 +359,16 @@ async def test_unhandled_exception_is_generic_and_keeps_the_secret(demo: Demo) -
 
 
 async def test_ambiguous_timeout_follows_the_database_probe(demo: Demo) -> None:
-    """Ambiguous timeout: 1011 while healthy; database probe broken: health down, live reconnecting, 4005 by probe."""
+    """Ambiguous timeout: 1011 while healthy; database probe broken: health failed, live reconnecting, 4005 by probe."""
     shown = await demo.press("Ambiguous timeout")
     assert (shown["code"], shown["component"]) == ("1011", "Generic Internal")
     assert shown["source"].startswith("default: ")
 
     await demo.page.get_by_role("button", name="Break database probe").click(timeout=TIMEOUT_MS)
     health = await demo.health(503)
-    assert health["database"][0] == "down"
-    assert health["redis"][0] == "up"
-    assert "HTTP 503 \u00b7 1 down" in await demo.page.locator("#health-state").inner_text()
+    assert health["database"][0] == "failed"
+    assert health["redis"][0] == "healthy"
+    assert "HTTP 503 \u00b7 1 failed" in await demo.page.locator("#health-state").inner_text()
     assert "failures the app cannot name now read 4005" in await demo.page.locator("#health-cards").inner_text()
     assert (await demo.report())["failed_components"] == ["database"]
     await expect(demo.page.locator("#live")).to_contain_text("reconnecting in", timeout=TIMEOUT_MS)
@@ -395,7 +395,7 @@ async def test_ambiguous_timeout_follows_the_database_probe(demo: Demo) -> None:
 
     await demo.page.get_by_role("button", name="Fix database probe").click(timeout=TIMEOUT_MS)
     health = await demo.health(200)
-    assert health["database"][0] == "up"
+    assert health["database"][0] == "healthy"
     await expect(demo.page.locator("#live")).to_have_text("reconnected", timeout=TIMEOUT_MS)
     assert "you fixed the database probe" in [row[1] for row in await demo.timeline()]
     shown = await demo.press("Ambiguous timeout")
@@ -408,11 +408,11 @@ async def test_redis_probe_broken_is_degraded(demo: Demo) -> None:
     await demo.page.get_by_role("button", name="Break redis probe").click(timeout=TIMEOUT_MS)
     await expect(demo.page.locator("#health-state")).to_contain_text("1 degraded", timeout=TIMEOUT_MS)
     health = await demo.health(200)
-    assert (health["database"][0], health["redis"][0]) == ("up", "degraded")
+    assert (health["database"][0], health["redis"][0]) == ("healthy", "degraded")
     await expect(demo.page.locator("#live")).to_contain_text("Redis failure", timeout=TIMEOUT_MS)
     await demo.snap("10-redis-probe-degraded")
     await demo.page.get_by_role("button", name="Fix redis probe").click(timeout=TIMEOUT_MS)
-    await expect(demo.page.locator("#health-state")).to_have_text("HTTP 200 \u00b7 all up", timeout=TIMEOUT_MS)
+    await expect(demo.page.locator("#health-state")).to_have_text("HTTP 200 \u00b7 all healthy", timeout=TIMEOUT_MS)
     await expect(demo.page.locator("#live")).to_have_text("reconnected", timeout=TIMEOUT_MS)
 
 
@@ -451,7 +451,7 @@ async def test_phone_width_has_no_overflow(browser: Browser, shots: Path | None)
 
 
 async def test_health_panel_says_when_the_endpoint_needs_a_token(browser: Browser) -> None:
-    """With a health token set, the panel says the endpoint needs one instead of showing an empty report as all up."""
+    """With a health token, the panel says the endpoint needs one rather than show an empty report as all healthy."""
     settings = DiagSettings(health_path="/health", cache_ttl=0.5, health_token="demo-token")  # noqa: S106 - a test token
     async with run_server(build_app(settings), "hypercorn") as url:
         context = await browser.new_context(viewport=DESKTOP)
@@ -462,7 +462,7 @@ async def test_health_panel_says_when_the_endpoint_needs_a_token(browser: Browse
             await page.goto("http://" + url.removeprefix("ws://") + "/", timeout=TIMEOUT_MS)
             said = "HTTP 401: no report (the health endpoint needs a token)"
             await expect(page.locator("#health-state")).to_have_text(said, timeout=TIMEOUT_MS)
-            assert "all up" not in await page.locator("#health").inner_text()
+            assert "all healthy" not in await page.locator("#health").inner_text()
             assert "demo-token" not in await page.content()
         finally:
             await context.close()

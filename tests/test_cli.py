@@ -81,6 +81,35 @@ def test_check_list_setting_not_json_says_a_json_list_is_expected() -> None:
     assert """'["A","B"]'""" in line
 
 
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("WS_DIAG_REDIS_URL", "localhost:6379"),
+        ("WS_DIAG_REDIS_URL", ":Pa55-cli-secret@localhost:6379"),
+        ("WS_DIAG_POSTGRES_DSN", "host=localhost password=Pa55-cli-secret"),
+        ("WS_DIAG_SQLALCHEMY_URL", "app:Pa55-cli-secret@localhost/app"),
+        ("WS_DIAG_HTTP_PROBES", '["search.example:Pa55-cli-secret@8080/health"]'),
+    ],
+)
+def test_check_unparsable_url_exit_2_with_one_line(variable: str, value: str) -> None:
+    """A DSN or URL its probe cannot parse exits 2 with one stderr line naming it: no probe run, no password."""
+    result = run("check", **{variable: value})
+    assert result.returncode == 2
+    (line,) = result.stderr.splitlines()
+    assert line.startswith(f"ws-diag: invalid configuration: {variable} (")
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""  # no report: before this change it said "degraded ... ValueError" and exited 0
+    assert "Pa55-cli-secret" not in result.stderr
+
+
+def test_check_warns_about_a_misspelt_variable() -> None:
+    """WS_DIAG_REDIS_URLS is named on stderr with the variable it was probably meant to be."""
+    result = run("check", WS_DIAG_REDIS_URLS="redis://127.0.0.1:1/0", WS_DIAG_REQUIRED_ENV='["PATH"]')
+    assert result.returncode == 0, result.stderr
+    assert "WS_DIAG_REDIS_URLS is no ws_diag setting and is ignored; did you mean WS_DIAG_REDIS_URL?" in result.stderr
+    assert result.stderr.count("WS_DIAG_REDIS_URLS") == 1
+
+
 @pytest.mark.parametrize("token", ["", "   "])
 def test_check_blank_health_token_exit_2(token: str) -> None:
     """An empty or blank WS_DIAG_HEALTH_TOKEN exits 2 with one line naming it, without a traceback."""

@@ -124,8 +124,8 @@ async def test_readiness_follows_postgres_and_liveness_stays(
         await postgres.astart()
         await asyncio.wait_for(engine.dispose(), CLIENT_TIMEOUT)
     lines = [r.getMessage() for r in caplog.records if getattr(r, "ws_diag_event", None) == "status_change"]
-    assert lines == ["component database: up -> down", "component database: down -> up"]
+    assert lines == ["component database: healthy -> failed", "component database: failed -> healthy"]
     assert [(c.previous, c.current, c.result.failures) for c in changes] == [
-        ("up", "down", THRESHOLD),
-        ("down", "up", 0),
+        ("healthy", "failed", THRESHOLD),
+        ("failed", "healthy", 0),
     ]

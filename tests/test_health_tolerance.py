@@ -9,9 +9,12 @@ import subprocess
 import sys
 from typing import Any
 
+import httpx
 import pytest
+from servers import run_server
+from services import RedisServer
 
-from ws_diag import Component, DiagSettings
+from ws_diag import Component, DiagnosticsMiddleware, DiagSettings
 from ws_diag.health import HealthChecker, StatusChange, validate_websocket_component_health
 from ws_diag.probes import ProbeFailed
 
@@ -134,7 +137,7 @@ async def test_separate_cache_lifetimes_for_success_and_failure() -> None:
 
 
 async def test_status_change_once_per_transition(caplog: pytest.LogCaptureFixture) -> None:
-    """Each up/down transition past the threshold is logged and hooked once, never per check."""
+    """Each healthy/failed transition past the threshold is logged and hooked once, never per check."""
     caplog.set_level(logging.INFO, logger="ws_diag.health")
     changes: list[StatusChange] = []
     probe = Switch("database")
@@ -144,10 +147,10 @@ async def test_status_change_once_per_transition(caplog: pytest.LogCaptureFixtur
         await checker.check()
     lines = [r.getMessage() for r in caplog.records if getattr(r, "ws_diag_event", None) == "status_change"]
     # The single failure before the last success stayed within the threshold: no transition.
-    assert lines == ["component database: up -> down", "component database: down -> up"]
+    assert lines == ["component database: healthy -> failed", "component database: failed -> healthy"]
     assert [(c.probe, c.previous, c.current) for c in changes] == [
-        ("database", "up", "down"),
-        ("database", "down", "up"),
+        ("database", "healthy", "failed"),
+        ("database", "failed", "healthy"),
     ]
     assert changes[0].result.failures == 2
     levels = [r.levelno for r in caplog.records if getattr(r, "ws_diag_event", None) == "status_change"]
@@ -155,7 +158,7 @@ async def test_status_change_once_per_transition(caplog: pytest.LogCaptureFixtur
 
 
 async def test_first_run_down_is_a_transition_from_unknown(caplog: pytest.LogCaptureFixture) -> None:
-    """A probe first seen down is announced as unknown -> down; one first seen up is not announced."""
+    """A probe first seen failing is announced from unknown, in the report's words; one first seen healthy is not."""
     caplog.set_level(logging.INFO, logger="ws_diag.health")
     database, redis = Switch("database"), Switch("redis", component=Component.REDIS, required=False)
     redis.up = False
@@ -167,7 +170,7 @@ async def test_first_run_down_is_a_transition_from_unknown(caplog: pytest.LogCap
     report = await checker.check()
     assert [r.status for r in report.results] == ["healthy", "degraded"]
     lines = [r.getMessage() for r in caplog.records if getattr(r, "ws_diag_event", None) == "status_change"]
-    assert lines == ["component redis: unknown -> down"]
+    assert lines == ["component redis: unknown -> degraded"]
     assert any(getattr(r, "ws_diag_event", None) == "hook_failed" for r in caplog.records)
 
 
@@ -206,3 +209,55 @@ async def test_cli_check_honours_required_probes() -> None:
     assert unknown.returncode == 2
     assert unknown.stderr.startswith("ws-diag: invalid configuration: required_probes (WS_DIAG_REQUIRED_PROBES)")
     assert "Traceback" not in unknown.stderr
+
+
+@pytest.mark.parametrize(("required", "word"), [(False, "degraded"), (True, "failed")])
+async def test_log_line_and_health_report_use_one_vocabulary(
+    redis: RedisServer, caplog: pytest.LogCaptureFixture, required: bool, word: str
+) -> None:
+    """Redis killed for real: the status-change line, StatusChange, /health and readiness say the same word."""
+    caplog.set_level(logging.INFO, logger="ws_diag.health")
+    settings = DiagSettings(
+        redis_url=redis.url,
+        health_path="/health",
+        readiness_path="/readyz",
+        cache_ttl=0,
+        probe_timeout=2,
+        required_probes=("redis",) if required else None,
+    )
+    changes: list[StatusChange] = []
+    checker = HealthChecker.from_settings(settings, on_status_change=[changes.append])
+    middleware = DiagnosticsMiddleware(http_app, settings=settings, checker=checker)
+    async with (
+        run_server(middleware, "hypercorn") as url,
+        httpx.AsyncClient(base_url=url.replace("ws://", "http://", 1), timeout=10) as http,
+    ):
+        assert (await http.get("/health")).json()["component_details"]["redis"]["status"] == "healthy"
+        redis.kill()
+        health = (await http.get("/health")).json()
+        ready = await http.get("/readyz", params={"verbose": "1"})
+        await redis.astart()
+        statuses = []
+        for _ in range(50):  # bounded: Redis is back once the fixture's start returned
+            statuses.append((await http.get("/health")).json()["component_details"]["redis"]["status"])
+            if statuses[-1] == "healthy":
+                break
+    assert health["component_details"]["redis"]["status"] == word
+    assert health[f"{word}_components"] == ["redis"]
+    assert ready.status_code == (503 if required else 200)
+    assert f"[-]redis {word} ({'required' if required else 'optional'}, 2 failed runs)" in ready.text
+    assert statuses[-1] == "healthy"
+    lines = [r.getMessage() for r in caplog.records if getattr(r, "ws_diag_event", None) == "status_change"]
+    assert lines == [f"component redis: healthy -> {word}", f"component redis: {word} -> healthy"]
+    assert [(c.previous, c.current, c.result.status) for c in changes] == [
+        ("healthy", word, word),
+        (word, "healthy", "healthy"),
+    ]
+    first = next(r for r in caplog.records if getattr(r, "ws_diag_event", None) == "status_change")
+    assert (first.levelno, first.status, first.previous_status) == (logging.WARNING, word, "healthy")  # type: ignore[attr-defined]
+
+
+async def http_app(scope: Any, receive: Any, send: Any) -> None:
+    """The wrapped app: 204 for anything ws_diag does not answer itself."""
+    await send({"type": "http.response.start", "status": 204, "headers": []})
+    await send({"type": "http.response.body", "body": b""})

@@ -207,11 +207,11 @@ async def test_planted_secrets_never_reach_the_client(
     monkeypatch: pytest.MonkeyPatch, silent_listener: SilentListener, expose: bool, where: str, preaccept: str
 ) -> None:
     """A secret in a DSN, exception, details or environment is in no byte a client or the health endpoint sees."""
-    monkeypatch.setenv("WS_DIAG_TEST_SECRET_ENV", SECRET)
+    monkeypatch.setenv("HOSTILE_TEST_SECRET_ENV", SECRET)
     dsn = f"postgresql://app:{SECRET}@127.0.0.1:{silent_listener.port}/db"
     probes = [
         PostgresProbe(dsn, timeout=0.2),
-        EnvProbe(["WS_DIAG_TEST_SECRET_ENV", "WS_DIAG_TEST_SURELY_MISSING"]),
+        EnvProbe(["HOSTILE_TEST_SECRET_ENV", "WS_DIAG_TEST_SURELY_MISSING"]),
         CallableProbe("bridge", Component.BRIDGE, lambda: {"token": SECRET}),
     ]
     settings = DiagSettings(

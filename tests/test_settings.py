@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from types import MappingProxyType
 
 import pydantic
 import pytest
 
-from ws_diag import DiagnosticsMiddleware, DiagSettings
-from ws_diag.settings import load_settings
+from ws_diag import DiagnosticsMiddleware, DiagSettings, dsn
+from ws_diag import settings as settings_module
+from ws_diag.settings import describe_settings_error, load_settings
 
 
 def test_defaults() -> None:
@@ -202,3 +204,172 @@ def test_padded_health_token_is_refused_without_repeating_it() -> None:
     with pytest.raises(pydantic.ValidationError, match="health_token must not start or end with whitespace") as info:
         DiagSettings(health_token=" s3cret-token\n")  # noqa: S106
     assert "s3cret-token" not in str(info.value)
+
+
+PASSWORD = "s3cret-Pa55"
+
+# Each URL-ish setting, with values its probe's parser refuses (a password in each, never to be repeated).
+BAD_URLS = [
+    ("redis_url", f":{PASSWORD}@localhost:6379"),  # no scheme: the mistake of issue 16
+    ("redis_url", "localhost:6379"),
+    ("redis_url", f"http://:{PASSWORD}@localhost:6379/0"),
+    ("redis_url", f"redis://:{PASSWORD}@localhost:63x9/0"),
+    ("redis_url", f"redis://:{PASSWORD}@localhost:6379/0?socket_timeout=soon"),
+    ("redis_url", "unix://"),
+    ("postgres_dsn", f"host=db user=app password={PASSWORD}"),  # libpq key=value: asyncpg takes URLs only
+    ("postgres_dsn", f"mysql://app:{PASSWORD}@db/app"),
+    ("postgres_dsn", f"postgresql://app:{PASSWORD}@db:54x2/app"),
+    ("postgres_dsn", f"postgresql://app:{PASSWORD}@[::1/app"),
+    ("sqlalchemy_url", f"app:{PASSWORD}@db/app"),
+    ("sqlalchemy_url", f"postgresql+nodriver://app:{PASSWORD}@db/app"),
+    ("sqlalchemy_url", f"postgresql+asyncpg://app:{PASSWORD}@db:54x2/app"),
+    ("http_probes", f'["ftp://user:{PASSWORD}@files.example/health"]'),
+    ("http_probes", f'["https://user:{PASSWORD}@:8443/health"]'),
+    ("http_probes", f'{{"search": "https://user:{PASSWORD}@search.example:99999/health"}}'),
+]
+
+
+@pytest.fixture
+def fresh_warnings(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Forget which unknown variables this process already warned about."""
+    monkeypatch.setattr(settings_module, "_WARNED_VARIABLES", set())
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_URLS)
+def test_unparsable_url_fails_at_construction_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, field: str, value: str
+) -> None:
+    """A DSN or URL its probe cannot parse fails when the settings are built: field and variable named, no password."""
+    variable = f"WS_DIAG_{field.upper()}"
+    monkeypatch.setenv(variable, value)
+    caplog.set_level(logging.ERROR, logger="ws_diag")
+    with pytest.raises(pydantic.ValidationError) as info:
+        load_settings()
+    lines = describe_settings_error(info.value)
+    assert len(lines) == 1
+    assert lines[0].startswith(f"{variable} ({field})")
+    assert field in str(info.value)
+    assert variable in str(info.value)
+    logged = [r for r in caplog.records if getattr(r, "ws_diag_event", None) == "settings_invalid"]
+    assert [r.levelno for r in logged] == [logging.ERROR]
+    assert f"{variable} ({field})" in logged[0].getMessage()
+    for text in (str(info.value), repr(info.value), lines[0], logged[0].getMessage()):
+        assert PASSWORD not in text
+
+
+@pytest.mark.parametrize(("field", "value"), BAD_URLS)
+def test_unparsable_url_fails_at_construction_from_arguments(field: str, value: str) -> None:
+    """The same values given in code fail too, naming the field and its variable, never the password."""
+    given = json.loads(value) if field == "http_probes" else value
+    with pytest.raises(pydantic.ValidationError) as info:
+        DiagSettings(**{field: given})
+    assert field in str(info.value)
+    assert f"WS_DIAG_{field.upper()}" in str(info.value)
+    assert PASSWORD not in str(info.value) + repr(info.value)
+    assert describe_settings_error(info.value, {field: given})[0].startswith(f"settings[{field!r}]")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("redis_url", f"redis://:{PASSWORD}@localhost:6379/0"),
+        ("redis_url", "rediss://cache.example:6380/1?socket_timeout=2"),
+        ("redis_url", "unix:///run/redis/redis.sock?db=2"),
+        ("redis_url", "redis://"),
+        ("postgres_dsn", f"postgresql://app:{PASSWORD}@db:5432/app"),
+        ("postgres_dsn", "postgres://app@db1:5432,db2:5433/app?sslmode=disable"),
+        ("postgres_dsn", "postgresql://app@[::1]:5432/app"),
+        ("postgres_dsn", "postgresql:///app?host=/run/postgresql"),
+        ("sqlalchemy_url", f"postgresql+asyncpg://app:{PASSWORD}@db:5432/app"),
+        ("sqlalchemy_url", "sqlite:///tmp/app.db"),
+        ("sqlalchemy_url", "sqlite://"),
+        ("http_probes", ["https://search.example:8443/health?token=x", "http://[::1]:8080/"]),
+    ],
+)
+def test_urls_the_probes_parse_are_accepted(field: str, value: object) -> None:
+    """Every form the probes' parsers take (schemes, several hosts, IPv6, sockets, sqlite) is accepted."""
+    settings = DiagSettings(**{field: value})
+    assert getattr(settings, field)
+
+
+def test_redis_url_without_scheme_is_refused_before_any_probe_exists() -> None:
+    """WS_DIAG_REDIS_URL=localhost:6379 used to build a probe that was 'degraded ... ValueError' forever."""
+    with pytest.raises(pydantic.ValidationError) as info:
+        DiagSettings(redis_url="localhost:6379")
+    (error,) = info.value.errors(include_url=False, include_input=False)
+    assert error["loc"] == ("redis_url",)
+    assert "redis://" in error["msg"]
+
+
+def test_misspelt_variable_is_warned_once_with_the_closest_name(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_warnings: None
+) -> None:
+    """WS_DIAG_PROBE_TIMEOUTS: one WARNING naming it and WS_DIAG_PROBE_TIMEOUT, however often settings are built."""
+    monkeypatch.setenv("WS_DIAG_PROBE_TIMEOUTS", "0.5")
+    caplog.set_level(logging.WARNING, logger="ws_diag")
+    for _ in range(3):
+        assert DiagSettings().probe_timeout == 1.0  # ignored, as before: the warning says so
+    warned = [r for r in caplog.records if getattr(r, "ws_diag_event", None) == "settings_unknown_variable"]
+    assert len(warned) == 1
+    record = warned[0]
+    assert (record.name, record.levelno) == ("ws_diag", logging.WARNING)
+    assert "WS_DIAG_PROBE_TIMEOUTS" in record.getMessage()
+    assert "did you mean WS_DIAG_PROBE_TIMEOUT?" in record.getMessage()
+    assert (record.variable, record.suggestion) == ("WS_DIAG_PROBE_TIMEOUTS", "WS_DIAG_PROBE_TIMEOUT")  # type: ignore[attr-defined]
+    assert "0.5" not in record.getMessage()  # the value is never repeated
+
+
+def test_unknown_variable_without_a_close_name_is_warned_too(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_warnings: None
+) -> None:
+    """A WS_DIAG_* name like no setting is still warned about, with no suggestion."""
+    monkeypatch.setenv("WS_DIAG_ZZQX", "1")
+    caplog.set_level(logging.WARNING, logger="ws_diag")
+    DiagSettings()
+    warned = [r for r in caplog.records if getattr(r, "ws_diag_event", None) == "settings_unknown_variable"]
+    assert [r.variable for r in warned] == ["WS_DIAG_ZZQX"]  # type: ignore[attr-defined]
+    assert warned[0].suggestion is None  # type: ignore[attr-defined]
+    assert "did you mean" not in warned[0].getMessage()
+
+
+def test_misspelt_variable_is_warned_even_when_another_setting_is_invalid(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_warnings: None
+) -> None:
+    """The warning comes with the settings error, where it explains most (the intended value was ignored)."""
+    monkeypatch.setenv("WS_DIAG_CACHE_TTLS", "5")
+    monkeypatch.setenv("WS_DIAG_CACHE_TTL", "-5")
+    caplog.set_level(logging.WARNING, logger="ws_diag")
+    with pytest.raises(pydantic.ValidationError):
+        load_settings()
+    events = [getattr(r, "ws_diag_event", None) for r in caplog.records]
+    assert events.count("settings_unknown_variable") == 1
+    assert events.count("settings_invalid") == 1
+
+
+def test_no_warning_for_real_variables_or_names_read_elsewhere(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, fresh_warnings: None
+) -> None:
+    """Real settings (any case) and WS_DIAG_* names that required_env lists (read by EnvProbe) are not warned about."""
+    monkeypatch.setenv("ws_diag_cache_ttl", "3")  # the settings read variables case-insensitively
+    monkeypatch.setenv("WS_DIAG_PROBE_TIMEOUT", "0.5")
+    monkeypatch.setenv("WS_DIAG_APP_SECRET", "x")
+    monkeypatch.setenv("WS_DIAG_REQUIRED_ENV", '["WS_DIAG_APP_SECRET"]')
+    caplog.set_level(logging.WARNING, logger="ws_diag")
+    settings = DiagSettings()
+    assert (settings.cache_ttl, settings.probe_timeout) == (3.0, 0.5)
+    assert not [r for r in caplog.records if getattr(r, "ws_diag_event", None) == "settings_unknown_variable"]
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [case for case in BAD_URLS if "soon" not in case[1] and "nodriver" not in case[1]]
+)
+def test_urls_are_checked_without_the_optional_libraries(
+    monkeypatch: pytest.MonkeyPatch, field: str, value: str
+) -> None:
+    """Without redis-py or SQLAlchemy installed, the standard-library checks alone refuse the same shapes."""
+    monkeypatch.setattr(dsn, "_installed", lambda package: False)
+    given = json.loads(value) if field == "http_probes" else value
+    with pytest.raises(pydantic.ValidationError) as info:
+        DiagSettings(**{field: given})
+    assert f"WS_DIAG_{field.upper()}" in str(info.value)
+    assert PASSWORD not in str(info.value)

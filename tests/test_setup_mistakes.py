@@ -150,6 +150,23 @@ async def test_invalid_environment_under_lifespan_on_stops_the_server(
     assert any("WS_DIAG_PROBE_TIMEOUT (probe_timeout)" in message for message in ws_diag_errors(caplog))
 
 
+async def test_redis_url_without_scheme_under_lifespan_auto_is_logged_without_password(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """WS_DIAG_REDIS_URL=:pw@localhost:6379 fails at startup, not at the first probe: ERROR naming it, no password."""
+    monkeypatch.setenv("WS_DIAG_REDIS_URL", ":Pa55-lifespan@localhost:6379")
+    caplog.set_level(logging.INFO)
+    async with uvicorn_server(starlette_app(), "auto") as server:
+        assert await server.listening()
+        response = await http_get(server.port, "/")
+    assert response.startswith(b"HTTP/1.1 500")
+    invalid = [r for r in caplog.records if getattr(r, "ws_diag_event", None) == "settings_invalid"]
+    assert invalid
+    assert all(r.name == "ws_diag" and r.levelno == logging.ERROR for r in invalid)
+    assert all("WS_DIAG_REDIS_URL (redis_url): needs a redis://" in r.getMessage() for r in invalid)
+    assert "Pa55-lifespan" not in caplog.text
+
+
 async def test_invalid_mapping_under_lifespan_auto_is_logged(caplog: pytest.LogCaptureFixture) -> None:
     """add_middleware(DiagnosticsMiddleware, settings={...}) with a bad value: the ERROR names settings['field']."""
     caplog.set_level(logging.INFO)

@@ -31,15 +31,18 @@ __all__ = [
 logger = logging.getLogger("ws_diag.health")
 settings_logger = logging.getLogger("ws_diag")
 
-ComponentState = Literal["up", "down"]
+# A probe's state as the log line and StatusChange name it: the health report's own status.
+ComponentState = ProbeStatus
 
 
 @dataclass(frozen=True, slots=True)
 class StatusChange:
-    """A probe's component went down or came back: given once per transition, never per check.
+    """A probe's status changed past the failure threshold: given once per transition, never per check.
 
-    ``previous`` is ``"unknown"`` for a probe first seen down (a first run that finds it
-    up is no transition). ``at`` is when the run that saw it started (UTC).
+    ``previous`` and ``current`` use the health report's words (``/health``, readiness):
+    ``healthy``, ``degraded`` (failing, not required) or ``failed`` (failing and required).
+    ``previous`` is ``"unknown"`` for a probe first seen failing (a first run that finds it
+    healthy is no transition). ``at`` is when the run that saw it started (UTC).
     """
 
     probe: str
@@ -70,9 +73,10 @@ class HealthChecker:
     the report unhealthy) once it failed ``failure_threshold`` consecutive runs, or
     has been failing for ``failure_duration`` seconds, whichever comes first; before
     that it is ``degraded``, so one slow answer does not flap readiness. Each
-    transition of a probe between up and down (past the threshold) is logged once
-    (``component database: up -> down``, WARNING; back up at INFO) and given to the
-    ``on_status_change`` hooks.
+    transition of a probe between healthy and failing (past the threshold) is logged
+    once in the report's words (``component database: healthy -> failed`` for a
+    required probe, ``component redis: healthy -> degraded`` for an optional one,
+    WARNING; back to ``healthy`` at INFO) and given to the ``on_status_change`` hooks.
 
     Args:
         probes: the probes; names must be unique.
@@ -368,7 +372,7 @@ class HealthChecker:
         if raw.ok:
             self._streaks.pop(raw.name, None)
             result = replace(raw, required=required) if required != raw.required else raw
-            state: ComponentState | None = "up"
+            state: ComponentState | None = "healthy"
         else:
             failures, since, since_utc = self._streaks.get(raw.name, (0, now, checked_at))
             failures += 1
@@ -378,23 +382,28 @@ class HealthChecker:
             )
             status: ProbeStatus = "failed" if required and down else "degraded"
             result = replace(raw, required=required, status=status, failures=failures, failing_since=since_utc)
-            state = "down" if down else None  # within the threshold: no verdict yet
+            state = status if down else None  # within the threshold: no verdict yet
         previous = self._states.get(raw.name)
         if state is not None and state != previous:
             self._states[raw.name] = state
-            if previous is not None or state == "down":
+            if previous is not None or state != "healthy":
                 changes.append(StatusChange(raw.name, raw.component, previous or "unknown", state, result, checked_at))
         return result
 
     def _announce(self, change: StatusChange) -> None:
-        level = logging.WARNING if change.current == "down" else logging.INFO
+        level = logging.INFO if change.current == "healthy" else logging.WARNING
         logger.log(
             level,
             "component %s: %s -> %s",
             change.probe,
             change.previous,
             change.current,
-            extra={"ws_diag_event": "status_change", "probe": change.probe, "status": change.current},
+            extra={
+                "ws_diag_event": "status_change",
+                "probe": change.probe,
+                "status": change.current,
+                "previous_status": change.previous,
+            },
         )
         for hook in self.on_status_change:
             try:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import json
 import logging
+import os
 import re
 from collections.abc import Mapping
 from typing import Annotated, Any, Literal
@@ -12,6 +14,7 @@ import pydantic
 from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
+from . import dsn
 from .codes import CLOSE_INTERNAL_ERROR, DEFAULT_PRIORITY, Component
 
 __all__ = ["ENV_PREFIX", "DiagSettings", "HttpProbeSpec", "PreacceptMode", "describe_settings_error", "load_settings"]
@@ -41,6 +44,12 @@ _TOKEN = re.compile(r"[A-Za-z0-9!#$%&'*+.^_`|~-]+")
 
 _COMPONENT_KEYS = {component.key: component for component in Component}
 
+_URL_CHECKS = {
+    "postgres_dsn": dsn.check_postgres_dsn,
+    "redis_url": dsn.check_redis_url,
+    "sqlalchemy_url": dsn.check_sqlalchemy_url,
+}
+
 
 class HttpProbeSpec(BaseModel):
     """One HTTP dependency probe in ``http_probes`` (see :class:`ws_diag.probes.HttpProbe`).
@@ -48,7 +57,7 @@ class HttpProbeSpec(BaseModel):
     Invalid values raise ``pydantic.ValidationError`` naming the field.
     """
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", hide_input_in_errors=True)
 
     url: SecretStr = Field(description="http(s) URL; its credentials and query are never reported.")
     name: str | None = Field(None, min_length=1, max_length=64, description="Report key; the URL's host by default.")
@@ -59,10 +68,7 @@ class HttpProbeSpec(BaseModel):
     @field_validator("url")
     @classmethod
     def _http_url(cls, url: SecretStr) -> SecretStr:
-        scheme, sep, rest = url.get_secret_value().partition("://")
-        if not sep or scheme.lower() not in {"http", "https"} or not rest.split("/", 1)[0].rpartition("@")[2]:
-            msg = "url must be an http:// or https:// URL with a host"
-            raise ValueError(msg)
+        dsn.check_http_url(url.get_secret_value(), _env_name("http_probes"))
         return url
 
     @field_validator("component")
@@ -83,8 +89,12 @@ class DiagSettings(BaseSettings):
     """ws_diag's settings; every field can be set as ``WS_DIAG_<FIELD>``.
 
     Invalid values raise ``pydantic.ValidationError`` (a ``ValueError``) at
-    construction, naming the field and never repeating the value. List fields
-    are read from the environment as JSON lists (``WS_DIAG_REQUIRED_ENV='["A","B"]'``).
+    construction, naming the field and never repeating the value; so does a DSN
+    or URL its probe could not parse (:mod:`ws_diag.dsn`). List fields are read
+    from the environment as JSON lists (``WS_DIAG_REQUIRED_ENV='["A","B"]'``).
+    A ``WS_DIAG_*`` variable that names no field is ignored and logged once per
+    process at WARNING on logger ``ws_diag`` with the closest field's variable
+    (``ws_diag_event="settings_unknown_variable"``), unless ``required_env`` lists it.
     The object is immutable.
     """
 
@@ -209,6 +219,15 @@ class DiagSettings(BaseSettings):
         "never blank, no surrounding whitespace.",
     )
 
+    def __init__(self, **values: Any) -> None:
+        # pydantic-settings ignores a WS_DIAG_* variable that names no field: say so, once per name.
+        try:
+            super().__init__(**values)
+        except (pydantic.ValidationError, SettingsError):
+            _warn_unknown_variables(_raw_required_env(values))
+            raise
+        _warn_unknown_variables(self.required_env)
+
     @field_validator("rewrite_codes", "required_env", "probe_priority", "required_probes", mode="before")
     @classmethod
     def _json_list(cls, value: object, info: ValidationInfo) -> object:
@@ -225,6 +244,15 @@ class DiagSettings(BaseSettings):
             msg = f"a JSON list is expected, e.g. {_env_name(name)}='{example}', got {shown!r}"
             raise ValueError(msg)
         return parsed
+
+    @field_validator("postgres_dsn", "redis_url", "sqlalchemy_url")
+    @classmethod
+    def _probe_can_parse(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        # Refused now rather than by the probe on its first run (a 'degraded' that is really a typo).
+        if value is not None:
+            name = info.field_name or ""
+            _URL_CHECKS[name](value.get_secret_value(), _env_name(name))
+        return value
 
     @field_validator("health_token")
     @classmethod
@@ -324,6 +352,50 @@ class DiagSettings(BaseSettings):
 
 def _env_name(field: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
+
+
+# Unknown WS_DIAG_* names already warned about by this process.
+_WARNED_VARIABLES: set[str] = set()
+
+
+def _warn_unknown_variables(read_elsewhere: tuple[str, ...]) -> None:
+    """Warn once per name about a WS_DIAG_* variable that is no setting (a misspelling is silently ignored).
+
+    Names that ``required_env`` lists are read by the EnvProbe, not by the settings: no warning.
+    """
+    exempt = {name.upper() for name in read_elsewhere}
+    fields = [field.upper() for field in DiagSettings.model_fields]
+    for name in os.environ:
+        upper = name.upper()  # the settings read WS_DIAG_* case-insensitively
+        if not upper.startswith(ENV_PREFIX) or upper in exempt or name in _WARNED_VARIABLES:
+            continue
+        suffix = upper.removeprefix(ENV_PREFIX)
+        if suffix in fields:
+            continue
+        _WARNED_VARIABLES.add(name)
+        close = difflib.get_close_matches(suffix, fields, n=1)
+        suggestion = f"{ENV_PREFIX}{close[0]}" if close else None
+        hint = f"did you mean {suggestion}?" if suggestion else "no setting has a similar name"
+        logger.warning(
+            "environment variable %s is no ws_diag setting and is ignored; %s",
+            name,
+            hint,
+            extra={"ws_diag_event": "settings_unknown_variable", "variable": name, "suggestion": suggestion},
+        )
+
+
+def _raw_required_env(values: Mapping[str, Any]) -> tuple[str, ...]:
+    # The settings failed: required_env as given, or as its variable says, as far as it can be read.
+    given = values.get("required_env")
+    if given is None:
+        raw = next((v for k, v in os.environ.items() if k.upper() == _env_name("required_env")), "[]")
+        try:
+            given = json.loads(raw)
+        except ValueError:
+            return ()
+    if isinstance(given, list | tuple):
+        return tuple(name for name in given if isinstance(name, str))
+    return ()
 
 
 def describe_settings_error(
