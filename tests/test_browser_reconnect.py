@@ -167,7 +167,7 @@ async def test_retry_table_agrees_with_python(browser: Browser) -> None:  # noqa
                 return {
                     actions: cases.actions.map((c) => {
                         const a = m.retryAction(c.code, c.frame, c.scheme);
-                        return [a.action, a.retryAfterMs];
+                        return [a.action, a.retryAfterMs, a.why.includes(c.why_has ?? "")];
                     }),
                     delays: cases.delays.map((d) => m.retryDelayMs(
                         { action: d.action[0], retryAfterMs: d.action[1] }, d.attempt, d.random,
@@ -176,7 +176,7 @@ async def test_retry_table_agrees_with_python(browser: Browser) -> None:  # noqa
             }""",
             CASES,
         )
-    assert got["actions"] == [case["expect"] for case in CASES["actions"]]
+    assert got["actions"] == [[*case["expect"], True] for case in CASES["actions"]]
     assert got["delays"] == [case["expect_ms"] for case in CASES["delays"]]
 
 

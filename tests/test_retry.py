@@ -219,6 +219,7 @@ def test_retry_action_cases(case: dict[str, Any]) -> None:
     action = retry_action(case["code"], case["frame"], case["scheme"])
     assert [action.kind, action.retry_after_ms] == case["expect"]
     assert action.why
+    assert case.get("why_has", "") in action.why
 
 
 @pytest.mark.parametrize("case", CASES["delays"])
