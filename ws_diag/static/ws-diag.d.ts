@@ -80,6 +80,7 @@ export interface ReconnectingSocket extends EventTarget {
   readonly socket: WebSocket | null;
   readonly state: "connecting" | "open" | "waiting" | "stopped";
   readonly attempt: number;
+  /** The explanation of the latest close; null while a connection is open (reset on each "open"). */
   readonly last: Explanation | null;
   send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void;
   /** Stop everything: timers, the socket, further reconnects. */

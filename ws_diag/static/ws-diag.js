@@ -170,7 +170,8 @@ export function watch(ws, onExplained, scheme = "private") {
 /**
  * A WebSocket that comes back by itself, as the retry table says. Returns an EventTarget with
  * send(data), close(code, reason), reconnect(url), and `socket`, `state` ("connecting" | "open" |
- * "waiting" | "stopped"), `attempt`, `last` (the last explanation). Events (CustomEvent, see
+ * "waiting" | "stopped"), `attempt`, `last` (the explanation of the latest close; null while a connection
+ * is open: reset on each "open", so it always describes the current state). Events (CustomEvent, see
  * `detail`): "connecting" {attempt, url}, "open" {attempt}, "message" {data}, "close"
  * {explanation}, "diagnosis" {explanation, frame}, "reconnecting" {delayMs, attempt, action,
  * explanation}, "giveup" {action, explanation} (not retryable, e.g. Authentication: sign in, then
@@ -214,6 +215,7 @@ export function connect(url, options = {}) {
       clearTimeout(openTimer);
       openedAt = performance.now();
       target.state = "open";
+      target.last = null;  // connected again: the previous close no longer describes the state
       emit("open", { attempt: target.attempt });
     });
     ws.addEventListener("message", (event) => {
