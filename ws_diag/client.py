@@ -490,8 +490,7 @@ class Connections:
         except StopAsyncIteration:
             raise
         except Exception as exc:
-            given_up = client.gave_up
-            if given_up is not None and given_up.error is exc and client.last is not None and client.last.frame_code:
+            if _gave_up_on_a_frame(client.gave_up, exc):
                 # A denial with a frame: the server's diagnosis decided, as after a close.
                 raise StopAsyncIteration from None
             raise
@@ -505,6 +504,13 @@ class Connections:
         """Close the open connection (1000) and end the iteration now; idempotent."""
         self._ws = None
         await self._connections.aclose()
+
+
+def _gave_up_on_a_frame(event: ReconnectEvent | None, exc: Exception) -> bool:
+    """Whether the handshake error ``exc`` ended the loop by a decision on a ws_diag frame."""
+    if event is None or event.error is not exc or event.explanation is None:
+        return False
+    return event.explanation.frame_code is not None
 
 
 def reconnecting(uri: str, **options: Any) -> Reconnecting:
