@@ -240,9 +240,10 @@ class ReconnectEvent:
     """One decision of :class:`Reconnecting`, handed to ``on_event``.
 
     ``open``: a connection opened. ``close``: it closed (``explanation``). ``diagnosis``: the
-    close carried a ws_diag frame. ``reconnecting``: waiting ``delay`` seconds before reconnect
-    number ``attempt``. ``giveup``: not reconnecting (``action.why``; ``error`` when a
-    handshake failed).
+    close (or an HTTP denial) carried a ws_diag frame. ``reconnecting``: waiting ``delay``
+    seconds before reconnect number ``attempt``. ``giveup``: not reconnecting (``action.why``;
+    ``error`` when a handshake failed). ``reconnecting`` and ``giveup`` carry the
+    ``explanation`` of the close or failed handshake they answer.
     """
 
     kind: EventKind
