@@ -320,7 +320,8 @@ asyncio.run(main())
 """
 
 
-# uvicorn hands the app the client's own close code (hypercorn reports 1006 even for a clean close).
+# uvicorn hands the app the client's own close code; hypercorn reports 1006 even for a clean close
+# (test_server_facts.py::test_client_clean_close_code_reaches_the_app).
 @pytest.mark.parametrize("kind", ["uvicorn", "uvicorn-wsproto"])
 async def test_a_script_that_breaks_and_exits_prints_nothing(backend: Backend, kind: str) -> None:
     """The reported case: break, then asyncio.run ends; stderr stays empty and the server sees a 1000 close."""
