@@ -9,7 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
@@ -40,7 +40,9 @@ START = """async ({ url, options }) => {
     window.events = [];
     window.conn = m.connect(url, options);
     for (const type of ["connecting", "open", "close", "diagnosis", "reconnecting", "giveup"]) {
-        window.conn.addEventListener(type, (e) => window.events.push({ type, t: performance.now(), detail: e.detail }));
+        window.conn.addEventListener(type, (e) => window.events.push({
+            type, t: performance.now(), detail: e.detail, last: window.conn.last,
+        }));
     }
 }"""
 FAST = {"minDelayMs": 20, "maxDelayMs": 100, "maxAttempts": 20}
@@ -52,6 +54,7 @@ class Backend:
 
     broken: bool = True
     connects: int = 0
+    foreign: list[int] = field(default_factory=list)  # /ws?foreign=1 closes with these, one per connection
 
     def app(self) -> DiagnosticsMiddleware:
         """Page, module and socket: /ws?auth=bad fails authentication; /ws fails while the probe is broken."""
@@ -68,6 +71,9 @@ class Backend:
             if websocket.query_params.get("auth") == "bad":
                 raise WebSocketComponentError.auth_failure("Token expired: sign in again")
             await websocket.accept()
+            if websocket.query_params.get("foreign"):
+                await websocket.close(self.foreign.pop(0))  # another stack's HTTP status + 4000, no frame
+                return
             if self.broken:
                 raise TimeoutError("ambiguous: the probes decide")
             await websocket.send_text("hello")
@@ -124,6 +130,9 @@ async def test_waits_as_told_then_reconnects_after_recovery(browser: Browser, ki
     kinds = [e["type"] for e in logged]
     assert kinds[-2:] == ["connecting", "open"]
     assert "giveup" not in kinds
+    # conn.last describes the current state: the 4005 close while waiting, nothing once open again.
+    assert {e["last"]["code"] for e in logged if e["type"] == "reconnecting"} == {4005}
+    assert [e["last"] for e in logged if e["type"] == "open"] == [None] * kinds.count("open")
     closes = [i for i, e in enumerate(logged) if e["type"] == "close"]
     assert len(closes) >= 2
     for index in closes:
@@ -158,6 +167,24 @@ async def test_stops_on_authentication_failure(browser: Browser, kind: str) -> N
     assert backend.connects == 2  # the failed one and the one after reconnect()
 
 
+@pytest.mark.parametrize("kind", KINDS)
+async def test_other_stacks_http_status_codes(browser: Browser, kind: str) -> None:  # noqa: F811
+    """Without a frame, 4500 (Litestar's server error) backs off and reconnects; 4403 (refused) gives up."""
+    backend = Backend(broken=False, foreign=[4500, 4403])
+    async with open_page(browser, backend, kind) as (page, url):
+        await page.evaluate(START, {"url": url + "/ws?foreign=1", "options": FAST})
+        await page.wait_for_function("window.conn.state === 'stopped'", timeout=TIMEOUT_MS)
+        logged = await events(page)
+    decisions = [e for e in logged if e["type"] in ("reconnecting", "giveup")]
+    assert [(e["type"], e["detail"]["explanation"]["code"]) for e in decisions] == [
+        ("reconnecting", 4500),
+        ("giveup", 4403),
+    ]
+    assert "server error" in decisions[0]["detail"]["action"]["why"]
+    assert "refused request" in decisions[1]["detail"]["action"]["why"]
+    assert backend.connects == 2
+
+
 async def test_retry_table_agrees_with_python(browser: Browser) -> None:  # noqa: F811
     """retryAction and retryDelayMs in Chromium give the shared table's answers (Python is tested on the same file)."""
     async with open_page(browser, Backend(broken=False), "hypercorn") as (page, _):
@@ -167,7 +194,7 @@ async def test_retry_table_agrees_with_python(browser: Browser) -> None:  # noqa
                 return {
                     actions: cases.actions.map((c) => {
                         const a = m.retryAction(c.code, c.frame, c.scheme);
-                        return [a.action, a.retryAfterMs];
+                        return [a.action, a.retryAfterMs, a.why.includes(c.why_has ?? "")];
                     }),
                     delays: cases.delays.map((d) => m.retryDelayMs(
                         { action: d.action[0], retryAfterMs: d.action[1] }, d.attempt, d.random,
@@ -176,7 +203,7 @@ async def test_retry_table_agrees_with_python(browser: Browser) -> None:  # noqa
             }""",
             CASES,
         )
-    assert got["actions"] == [case["expect"] for case in CASES["actions"]]
+    assert got["actions"] == [[*case["expect"], True] for case in CASES["actions"]]
     assert got["delays"] == [case["expect_ms"] for case in CASES["delays"]]
 
 

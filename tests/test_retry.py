@@ -219,6 +219,7 @@ def test_retry_action_cases(case: dict[str, Any]) -> None:
     action = retry_action(case["code"], case["frame"], case["scheme"])
     assert [action.kind, action.retry_after_ms] == case["expect"]
     assert action.why
+    assert case.get("why_has", "") in action.why
 
 
 @pytest.mark.parametrize("case", CASES["delays"])
@@ -274,3 +275,14 @@ def test_explain_retryable_follows_the_table_without_a_frame() -> None:
         for code in [*range(1000, 1016), *range(2999, 3002), *range(3999, 4016), 4100, 4999]:
             expected = retry_action(code, None, scheme).kind != "stop"  # type: ignore[arg-type]
             assert explain(code, "", None, scheme=scheme).retryable is expected, (code, scheme)  # type: ignore[arg-type]
+
+
+def test_own_private_codes_are_the_ones_custom_components_cannot_use() -> None:
+    """The retry table's own block (4001-4014, as in ws-diag.js) is exactly what custom components may not use."""
+    refused = set()
+    for code in range(4000, 4600):
+        try:
+            CustomComponent("custom", "Custom", code)
+        except ValueError:
+            refused.add(code)
+    assert refused == set(range(4001, 4015))

@@ -183,6 +183,32 @@ async def daphne_close_app(scope: Scope, receive: Receive, send: Send) -> None:
     print(f"FACT close {code} accepted", file=sys.stderr, flush=True)
 
 
+# The code in the app's websocket.disconnect when the client closes cleanly with 1000.
+CLIENT_1000_AS_SEEN_BY_APP = {"hypercorn": 1006, "uvicorn": 1000, "uvicorn-wsproto": 1000, "uvicorn-websockets": 1000}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_client_clean_close_code_reaches_the_app(kind: str) -> None:
+    """Fact: uvicorn hands the app the client's 1000; hypercorn reports 1006 even after a clean closing handshake."""
+    departed: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await send({"type": "websocket.send", "text": "hi"})
+        while (event := await receive())["type"] != "websocket.disconnect":
+            pass
+        departed.put_nowait(event)
+
+    async with run_server(app, kind) as url, asyncio.timeout(WAIT_S):
+        async with connect(url + "/ws") as ws:
+            assert await ws.recv() == "hi"
+        assert ws.close_code == 1000  # the handshake completed: the server echoed our 1000
+        event = await departed.get()
+    assert event["code"] == CLIENT_1000_AS_SEEN_BY_APP[kind]
+
+
 @pytest.mark.asyncio
 async def test_daphne_refuses_app_close_1008_and_1012() -> None:
     """Fact: daphne (autobahn) raises a bare Exception from send when the app closes with 1008 or 1012; once it

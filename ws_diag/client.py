@@ -32,7 +32,7 @@ import math
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Callable, Generator
+from collections.abc import Callable, Generator
 from dataclasses import asdict, dataclass
 from typing import Any, Literal, get_args
 
@@ -47,6 +47,7 @@ from .codes import (
 from .diagnosis import DiagnosisSource
 
 __all__ = [
+    "Connections",
     "Explanation",
     "ReconnectEvent",
     "Reconnecting",
@@ -239,9 +240,10 @@ class ReconnectEvent:
     """One decision of :class:`Reconnecting`, handed to ``on_event``.
 
     ``open``: a connection opened. ``close``: it closed (``explanation``). ``diagnosis``: the
-    close carried a ws_diag frame. ``reconnecting``: waiting ``delay`` seconds before reconnect
-    number ``attempt``. ``giveup``: not reconnecting (``action.why``; ``error`` when a
-    handshake failed).
+    close (or an HTTP denial) carried a ws_diag frame. ``reconnecting``: waiting ``delay``
+    seconds before reconnect number ``attempt``. ``giveup``: not reconnecting (``action.why``;
+    ``error`` when a handshake failed). ``reconnecting`` and ``giveup`` carry the
+    ``explanation`` of the close or failed handshake they answer.
     """
 
     kind: EventKind
@@ -260,7 +262,14 @@ def _tracking_connection() -> type[Any]:
     from websockets.asyncio.client import ClientConnection
 
     class TrackingConnection(ClientConnection):
-        """Keeps a reference to the last message received (one assignment per message)."""
+        """Keeps a reference to the last message received (one assignment per message).
+
+        Leaving the ``async for`` closes normally: ``websockets``' reconnecting generator
+        yields inside ``async with connection``, so after a ``break`` its closing reaches
+        ``__aexit__`` as ``GeneratorExit`` (or, when ``asyncio.run`` ends first and cancels
+        the closing task, ``CancelledError``), which ``websockets`` would answer with 1011
+        (internal error). Nothing else is raised at that ``yield``.
+        """
 
         last_message: Any = None
 
@@ -268,6 +277,11 @@ def _tracking_connection() -> type[Any]:
             message = await super().recv(decode)
             self.last_message = message
             return message
+
+        async def __aexit__(self, exc_type: Any, exc_value: Any, traceback: Any) -> None:
+            if exc_type is GeneratorExit or exc_type is asyncio.CancelledError:
+                exc_type = exc_value = traceback = None  # the consumer left the loop: not an error
+            await super().__aexit__(exc_type, exc_value, traceback)
 
     return TrackingConnection
 
@@ -287,11 +301,30 @@ class Reconnecting:
     connection still open closes it normally (1000), which ends the loop too.
 
     Handshake failures go through the ``websockets`` library's own reconnection
-    (``process_exception`` and ``reconnect_delays``): an HTTP denial that carries a ws_diag
-    frame follows the table; otherwise what ``websockets`` retries (refused connections,
-    timeouts, 5xx) is retried with the same backoff and the rest is raised. Past
-    ``policy.max_attempts`` reconnects in a row the last handshake error is raised, or, after
-    a close, the loop ends.
+    (``process_exception`` and ``reconnect_delays``). An HTTP denial that carries a ws_diag
+    frame (``preaccept="http_denial"``) is a diagnosis like a close with a frame, and ends the
+    same way: it follows the table, and a stop (or ``policy.max_attempts`` reconnects in a
+    row) ends the loop quietly with ``gave_up`` set (``gave_up.error`` is the
+    ``InvalidStatus``), exactly as under ``accept_close``. A failure without a frame
+    (refused connection, timeout, an HTTP status ws_diag did not answer) is retried with the
+    same backoff when ``websockets`` would retry it (refused connections, timeouts, 5xx);
+    otherwise, or past ``policy.max_attempts``, it is raised out of the loop.
+
+    State, and when it changes:
+
+    - ``last``: the :class:`Explanation` of the latest close or failed handshake (a handshake
+      failure without a frame is explained as ``code=None``, ``component=None``); ``None``
+      while a connection is open (set back to ``None`` on each ``open``, so after a
+      successful reconnect it no longer holds the old failure) and at the start of each
+      ``async for``.
+    - ``gave_up``: the ``giveup`` event that ended the loop; ``None`` until then (and at the
+      start of each ``async for``).
+    - ``attempt``: reconnects in a row; back to 0 when a connection that stayed open
+      ``policy.reset_after`` closes, and at the start of each ``async for``.
+
+    Leaving the loop with ``break`` (or an exception) is silent: the open connection is
+    closed with 1000 by ``websockets``' own generator as the event loop finalizes it (or at
+    once, by ``await`` ing ``aclose()`` on the iterator).
 
     Args:
         uri: the websocket URL.
@@ -324,7 +357,7 @@ class Reconnecting:
         self.rand = rand
         self.connect_kwargs = connect_kwargs
         self.attempt = 0  # reconnects in a row without a connection that stayed open
-        self.last: Explanation | None = None  # the last close
+        self.last: Explanation | None = None  # the latest close or failed handshake; None while open
         self.gave_up: ReconnectEvent | None = None
         self._handshake_delay = 0.0
 
@@ -353,17 +386,23 @@ class Reconnecting:
         from websockets.client import process_exception
         from websockets.exceptions import InvalidStatus
 
-        frame = parse_frame(exc.response.body) if isinstance(exc, InvalidStatus) and exc.response.body else None
-        explanation = None
+        status = exc.response.status_code if isinstance(exc, InvalidStatus) else None
+        body = exc.response.body if isinstance(exc, InvalidStatus) else None
+        frame = parse_frame(body) if body else None
         if frame is not None:
             explanation = explain(None, None, {"type": "error", "error": frame}, scheme=self.scheme)
             self.last = explanation
             self._emit(ReconnectEvent("diagnosis", self.attempt, explanation))
             action = retry_action(None, frame, self.scheme)
-        elif process_exception(exc) is None:
-            action = RetryAction("retry", 0, f"connection failed ({type(exc).__name__}): back off")
         else:
-            action = RetryAction("stop", None, f"connection failed ({type(exc).__name__}), not retryable")
+            failure = f"HTTP {status}" if status is not None else type(exc).__name__
+            if process_exception(exc) is None:
+                action = RetryAction("retry", 0, f"connection failed ({failure}): back off")
+            else:
+                action = RetryAction("stop", None, f"connection failed ({failure}), not retryable")
+            message = f"Connection failed ({failure})"
+            explanation = Explanation(None, None, message, (), action.kind != "stop", None, None)
+            self.last = explanation
         delay = self._decide(action, explanation, exc)
         if delay is None:
             return exc
@@ -398,10 +437,12 @@ class Reconnecting:
             self.attempt = 0
         return self._decide(retry_action(code, frame, self.scheme), explanation, None)
 
-    async def __aiter__(self) -> AsyncIterator[Any]:
+    def __aiter__(self) -> Connections:
         from websockets.asyncio.client import connect
 
         self.gave_up = None
+        self.last = None
+        self.attempt = 0
         connector = connect(
             self.uri,
             process_exception=self._process_exception,
@@ -409,19 +450,68 @@ class Reconnecting:
             create_connection=_tracking_connection(),
             **self.connect_kwargs,
         )
-        connections = connector.__aiter__()
+        return Connections(self, connector.__aiter__())
+
+
+class Connections:
+    """One ``async for`` over :class:`Reconnecting`: a plain async iterator, not an async generator.
+
+    ``websockets``' reconnecting ``connect()`` is an async generator. Wrapping it in a second
+    one made the event loop track two generators for one loop: after a ``break``, the loop
+    finalized the outer one in a task whose ``finally`` closed the inner one, while
+    ``shutdown_asyncgens()`` (at the end of ``asyncio.run``) closed the inner one too; the
+    second ``aclose()`` failed with "asynchronous generator is already running", printed as
+    "Task exception was never retrieved". Here ``websockets``' generator is the only one, so
+    one ``aclose()`` closes it (and the open connection, with 1000): the event loop's after a
+    ``break``, or :meth:`aclose` called at once.
+    """
+
+    __slots__ = ("_client", "_connections", "_opened_at", "_ws")
+
+    def __init__(self, client: Reconnecting, connections: Any) -> None:
+        self._client = client
+        self._connections = connections
+        self._ws: Any = None
+        self._opened_at = 0.0
+
+    def __aiter__(self) -> Connections:
+        return self
+
+    async def __anext__(self) -> Any:
+        client = self._client
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            delay = await client._closed(ws, self._opened_at)
+            if delay is None:
+                await self.aclose()
+                raise StopAsyncIteration
+            await asyncio.sleep(delay)  # bounded: at most max(max_delay, one hour)
         try:
-            while True:
-                ws = await anext(connections)
-                opened_at = time.monotonic()
-                self._emit(ReconnectEvent("open", self.attempt))
-                yield ws
-                delay = await self._closed(ws, opened_at)
-                if delay is None:
-                    return
-                await asyncio.sleep(delay)  # bounded: at most max(max_delay, one hour)
-        finally:
-            await connections.aclose()  # type: ignore[attr-defined]
+            ws = await anext(self._connections)
+        except StopAsyncIteration:
+            raise
+        except Exception as exc:
+            if _gave_up_on_a_frame(client.gave_up, exc):
+                # A denial with a frame: the server's diagnosis decided, as after a close.
+                raise StopAsyncIteration from None
+            raise
+        self._ws = ws
+        self._opened_at = time.monotonic()
+        client.last = None
+        client._emit(ReconnectEvent("open", client.attempt))
+        return ws
+
+    async def aclose(self) -> None:
+        """Close the open connection (1000) and end the iteration now; idempotent."""
+        self._ws = None
+        await self._connections.aclose()
+
+
+def _gave_up_on_a_frame(event: ReconnectEvent | None, exc: Exception) -> bool:
+    """Whether the handshake error ``exc`` ended the loop by a decision on a ws_diag frame."""
+    if event is None or event.error is not exc or event.explanation is None:
+        return False
+    return event.explanation.frame_code is not None
 
 
 def reconnecting(uri: str, **options: Any) -> Reconnecting:

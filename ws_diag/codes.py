@@ -496,6 +496,15 @@ RetryKind = Literal["stop", "retry", "retry_now"]
 # 1015: the connection dropped): back off. 1012 (service restart): come back promptly.
 _STOP_REGISTERED = frozenset({CLOSE_NORMAL, 1002, 1003, 1007, 1008, 1009, 1010})
 _BACKOFF_REGISTERED = frozenset({CLOSE_GOING_AWAY, CLOSE_INTERNAL_ERROR, 1013, 1014, *LOCAL_ONLY_CODES})
+# ws_diag's own private codes: the built-in components (4002-4010) and the strict-server fallbacks
+# of the registered codes it may send (code + 3000: 4001-4003, 4007-4014), i.e. 4001-4014. Custom
+# components cannot use them (_check_private), so without a frame they are read as ws_diag means them.
+_OWN_PRIVATE = frozenset(code for code in _RESERVED_CODES if code >= _PRIVATE_MIN)
+# Other stacks (Litestar, graphql-ws) close with an HTTP status + 4000: 4500 a server error, 4429 too
+# many requests, 4408 a timeout, 4400/4401/4403 a refused request. Read that way outside ws_diag's block.
+_HTTP_OFFSET = 4000
+_HTTP_TIMEOUT = 4408
+_HTTP_TOO_MANY = 4429
 
 
 @dataclass(frozen=True, slots=True)
@@ -534,13 +543,24 @@ def retry_action(close_code: int | None, frame: Any = None, scheme: CodeScheme =
         scheme: the server's code scheme, to read a close code without a frame.
 
     Returns:
-        A :class:`RetryAction`. With a frame: not ``retryable`` stops; 1012 (4012 on a
-        strict server) is ``retry_now``; anything else is ``retry`` with the frame's
+        A :class:`RetryAction`. With a frame, the frame decides, whatever the code (a custom
+        component may use any private code): not ``retryable`` stops; 1012 (4012 on a strict
+        server) is ``retry_now``; anything else is ``retry`` with the frame's
         ``retry_after_ms`` (clamped to 0..MAX_RETRY_AFTER_MS). Without a frame the code
-        decides: a component's code follows the component's ``retryable``; 1012 is
-        ``retry_now``; 1001, 1011, 1013, 1014 and the codes no server sends (1005, 1006,
-        1015, or no code) back off; 1000, the client's own faults in the private scheme
-        (1002, 1003, 1007-1010) and any other code (an app's own 3000-4999) stop.
+        decides:
+
+        - ws_diag's own codes: the registered 1000-1015, and 4001-4014 (the built-in
+          components 4002-4010 and a strict server's fallbacks, code + 3000, which custom
+          components may not use). A component's code follows the component's
+          ``retryable``; 1012 (4012) is ``retry_now``; 1001, 1011, 1013, 1014 (or + 3000) and
+          the codes no server sends (1005, 1006, 1015, or no code) back off; 1000 and the
+          client's own faults in the private scheme (1002, 1003, 1007-1010, or + 3000) stop.
+        - 4400-4599, read as an HTTP status + 4000 (Litestar, graphql-ws): 4500-4599 (a server
+          error) back off; 4429 (too many requests) backs off, "retry later"; 4408 (a timeout)
+          retries with backoff; every other 4400-4499 (a refused request: 4400, 4401, 4403,
+          ...) stops. A custom component coded there is read the same way when its frame
+          was lost.
+        - Any other code (an app's own 3000-3999, 4000, 4015-4399, 4600-4999) stops.
     """
     restart = close_code in (CLOSE_SERVICE_RESTART, CLOSE_SERVICE_RESTART + _STRICT_OFFSET)
     if frame is not None:
@@ -560,11 +580,25 @@ def retry_action(close_code: int | None, frame: Any = None, scheme: CodeScheme =
         if component.retryable:
             return RetryAction("retry", 0, f"{component.display_name} failure without a frame: back off")
         return RetryAction("stop", None, f"{component.display_name} failure is not retryable")
-    registered = close_code - _STRICT_OFFSET if 4000 <= close_code < 4000 + 16 else close_code
+    registered = close_code - _STRICT_OFFSET if close_code in _OWN_PRIVATE else close_code
     if registered in _BACKOFF_REGISTERED:
         return RetryAction("retry", 0, f"closed with {close_code}: back off")
     if registered in _STOP_REGISTERED:
         return RetryAction("stop", None, f"closed with {close_code}: reconnecting would repeat it")
+    return _http_style_action(close_code)
+
+
+def _http_style_action(close_code: int) -> RetryAction:
+    status = close_code - _HTTP_OFFSET
+    if 500 <= status <= 599:
+        return RetryAction("retry", 0, f"closed with {close_code} (HTTP {status} + 4000: a server error): back off")
+    if close_code == _HTTP_TOO_MANY:
+        return RetryAction("retry", 0, f"closed with {close_code} (HTTP 429 + 4000: too many requests): retry later")
+    if close_code == _HTTP_TIMEOUT:
+        return RetryAction("retry", 0, f"closed with {close_code} (HTTP 408 + 4000: timed out): retry")
+    if 400 <= status <= 499:
+        why = f"closed with {close_code} (HTTP {status} + 4000: a refused request): reconnecting would repeat it"
+        return RetryAction("stop", None, why)
     return RetryAction("stop", None, f"closed with {close_code}, which ws_diag does not know")
 
 

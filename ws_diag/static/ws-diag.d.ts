@@ -41,6 +41,11 @@ export function componentForCode(code: number, scheme?: CodeScheme): string | nu
 export function componentForFrameCode(code: number, scheme?: CodeScheme): string | null;
 export function explain(close: { code: number; reason?: string }, frame?: DiagnosticFrame | null, scheme?: CodeScheme): Explanation;
 export function watch(ws: WebSocket, onExplained: (result: Explanation) => void, scheme?: CodeScheme): void;
+/**
+ * The shared retry table (ws_diag.codes.retry_action). A frame always decides; without one, ws_diag's own codes
+ * (1000-1015, 4001-4014) follow ws_diag's meaning, 4400-4599 the HTTP status + 4000 convention (Litestar, graphql-ws:
+ * 4500-4599, 4429, 4408 retry with backoff, other 44xx stop), and any other code stops.
+ */
 export function retryAction(code: number | null, frame?: DiagnosticFrame | null, scheme?: CodeScheme): RetryDecision;
 export function retryDelayMs(
   decision: RetryDecision, attempt: number, random: number, delays?: { minDelayMs?: number; maxDelayMs?: number },
@@ -75,6 +80,7 @@ export interface ReconnectingSocket extends EventTarget {
   readonly socket: WebSocket | null;
   readonly state: "connecting" | "open" | "waiting" | "stopped";
   readonly attempt: number;
+  /** The explanation of the latest close; null while a connection is open (reset on each "open"). */
   readonly last: Explanation | null;
   send(data: string | ArrayBufferLike | Blob | ArrayBufferView): void;
   /** Stop everything: timers, the socket, further reconnects. */

@@ -90,12 +90,28 @@ export function explain(close, frame = null, scheme = "private") {
 }
 
 // The retry table (same as ws_diag.codes.retry_action; both are tested on tests/retry_cases.json).
-// Without a frame: 1000 and the client's own faults (1002, 1003, 1007-1010 in the private scheme)
-// stop; 1001, 1011, 1013, 1014 and codes no server sends back off; 1012 comes back promptly; strict
-// servers (daphne) send code + 3000; any other code (an app's own 3000-4999) stops.
+// A frame, when there is one, always decides (a custom component may use any private code).
+// Without a frame, ws_diag's own codes: 1000-1015 and 4001-4014 (the built-in components 4002-4010
+// and strict servers' fallbacks, code + 3000, e.g. daphne's 4011; custom components may not use
+// them): 1000 and the client's own faults (1002, 1003, 1007-1010 in the private scheme) stop; 1001,
+// 1011, 1013, 1014 and codes no server sends back off; 1012 comes back promptly. 4400-4599 are read
+// as an HTTP status + 4000 (Litestar, graphql-ws): 4500-4599 back off, 4429 (too many requests)
+// backs off ("retry later"), 4408 (timeout) retries with backoff, other 4400-4499 stop. Any other
+// code (an app's own 3000-3999, 4000, 4015-4399, 4600-4999) stops.
 const STOP_REGISTERED = new Set([1000, 1002, 1003, 1007, 1008, 1009, 1010]);
 const BACKOFF_REGISTERED = new Set([1001, 1011, 1013, 1014, 1004, 1005, 1006, 1015]);
 const RESTART = 1012;
+const OWN_FIRST = 4001;
+const OWN_LAST = 4014;
+
+function httpStyleAction(code) {
+  const status = code - 4000;
+  if (status >= 500 && status <= 599) return { action: "retry", retryAfterMs: 0, why: `closed with ${code} (HTTP ${status} + 4000: a server error): back off` };
+  if (code === 4429) return { action: "retry", retryAfterMs: 0, why: `closed with ${code} (HTTP 429 + 4000: too many requests): retry later` };
+  if (code === 4408) return { action: "retry", retryAfterMs: 0, why: `closed with ${code} (HTTP 408 + 4000: timed out): retry` };
+  if (status >= 400 && status <= 499) return { action: "stop", retryAfterMs: null, why: `closed with ${code} (HTTP ${status} + 4000: a refused request): reconnecting would repeat it` };
+  return { action: "stop", retryAfterMs: null, why: `closed with ${code}, which ws_diag does not know` };
+}
 
 function frameHint(frame) {
   const value = frame.retry_after_ms;
@@ -125,10 +141,10 @@ export function retryAction(code, frame = null, scheme = "private") {
       ? { action: "retry", retryAfterMs: 0, why: `${component} failure without a frame: back off` }
       : { action: "stop", retryAfterMs: null, why: `${component} failure is not retryable` };
   }
-  const registered = code >= 4000 && code < 4016 ? code - 3000 : code;
+  const registered = code >= OWN_FIRST && code <= OWN_LAST ? code - 3000 : code;
   if (BACKOFF_REGISTERED.has(registered)) return { action: "retry", retryAfterMs: 0, why: `closed with ${code}: back off` };
   if (STOP_REGISTERED.has(registered)) return { action: "stop", retryAfterMs: null, why: `closed with ${code}: reconnecting would repeat it` };
-  return { action: "stop", retryAfterMs: null, why: `closed with ${code}, which ws_diag does not know` };
+  return httpStyleAction(code);
 }
 
 /**
@@ -154,7 +170,8 @@ export function watch(ws, onExplained, scheme = "private") {
 /**
  * A WebSocket that comes back by itself, as the retry table says. Returns an EventTarget with
  * send(data), close(code, reason), reconnect(url), and `socket`, `state` ("connecting" | "open" |
- * "waiting" | "stopped"), `attempt`, `last` (the last explanation). Events (CustomEvent, see
+ * "waiting" | "stopped"), `attempt`, `last` (the explanation of the latest close; null while a connection
+ * is open: reset on each "open", so it always describes the current state). Events (CustomEvent, see
  * `detail`): "connecting" {attempt, url}, "open" {attempt}, "message" {data}, "close"
  * {explanation}, "diagnosis" {explanation, frame}, "reconnecting" {delayMs, attempt, action,
  * explanation}, "giveup" {action, explanation} (not retryable, e.g. Authentication: sign in, then
@@ -198,6 +215,7 @@ export function connect(url, options = {}) {
       clearTimeout(openTimer);
       openedAt = performance.now();
       target.state = "open";
+      target.last = null;  // connected again: the previous close no longer describes the state
       emit("open", { attempt: target.attempt });
     });
     ws.addEventListener("message", (event) => {
