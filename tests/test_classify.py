@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import errno
 import json
+import re
 from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import asyncpg
 import pydantic
@@ -159,4 +162,19 @@ def test_data_rules_give_way_to_any_more_specific_rule() -> None:
         predicate=lambda exc: getattr(exc, "title", None) == "_Settings",
     )
     assert classifier.classify(_raised(lambda: _Settings.model_validate({"port": "x"}))) is Component.DEPENDENCY
+    assert classifier.classify(_raised(lambda: _Message.model_validate({}))) is Component.HANDLER
+
+
+def test_readme_override_of_the_data_rule_runs_as_written() -> None:
+    """The README's override: a validation error of a model named Settings is DEPENDENCY, others stay HANDLER."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL) if "title" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md:override", "exec"), namespace)  # noqa: S102 - the README's own code
+
+    class Settings(pydantic.BaseModel):
+        port: int
+
+    classifier = namespace["classifier"]
+    assert classifier.classify(_raised(lambda: Settings.model_validate({"port": "x"}))) is Component.DEPENDENCY
     assert classifier.classify(_raised(lambda: _Message.model_validate({}))) is Component.HANDLER
