@@ -315,14 +315,13 @@ class Classifier:
         return None if isinstance(outcome, ClientGone) else outcome
 
     def classify_one(self, exc: BaseException) -> Outcome | None:
-        """The type rules' outcome for ``exc`` itself, ignoring its causes, group members and origin."""
-        outcome = self._lookup(exc, self._by_name, by_type=True)
-        return outcome if outcome is not None else self._lookup(exc, self._inbound_by_name)
+        """The type rules' outcome for ``exc`` itself: no causes, group members, origin or inbound-data rules."""
+        return self._lookup(exc, self._by_name, by_type=True)
 
     def _resolve(self, exc: BaseException, *, departures: bool) -> Outcome | None:
         candidates = tuple(exception_chain(exc))
         for candidate in candidates:
-            outcome = self._lookup(candidate, self._by_name, by_type=True)
+            outcome = self.classify_one(candidate)
             if outcome is not None and (departures or not isinstance(outcome, ClientGone)):
                 return outcome
         inbound = [self._lookup(candidate, self._inbound_by_name) for candidate in candidates]
