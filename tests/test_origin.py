@@ -60,6 +60,14 @@ def test_oserror_raised_in_a_library_names_its_component() -> None:
     assert Classifier().component_of(exc) is Component.DATABASE
 
 
+def test_event_loop_and_shim_frames_do_not_hide_the_library() -> None:
+    """uvloop's frames (as under uvicorn with uvloop: measured) and anyio's below asyncpg are passed over."""
+    loop = module_function("uvloop.loop", "def f(): raise ConnectionRefusedError")
+    shim = module_function("anyio._backends._asyncio", "def f(): loop()", loop=loop)
+    connect = module_function("asyncpg.connect_utils", "def f(): shim()", shim=shim)
+    assert Classifier().classify(raised(connect)) is Component.DATABASE
+
+
 @pytest.mark.parametrize(
     ("module", "expected"),
     [

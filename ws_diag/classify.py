@@ -277,8 +277,8 @@ class Classifier:
         """Attribute a plain ``OSError`` raised inside ``module`` to ``outcome``.
 
         ``module`` is a dotted module name and covers its submodules (``"mydb"``
-        covers ``mydb.pool``); the longest registered name that covers a frame's
-        module decides, rules registered later for the same name first. Applies
+        covers ``mydb.pool``); the rules of the longest registered name covering a
+        frame's module are tried first (later ones first), then shorter names'. Applies
         to an ``OSError`` (``TimeoutError`` included) or a decoding error that no
         type rule names; see :mod:`ws_diag.origin` for which frame counts.
 

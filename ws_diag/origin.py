@@ -72,26 +72,32 @@ class _OriginRule:
 class OriginRules:
     """Module-name rules: which component a failure raised inside a module points at."""
 
-    __slots__ = ("_by_module",)
+    __slots__ = ("_by_module", "_of_module")
 
     def __init__(self) -> None:
         self._by_module: dict[str, list[_OriginRule]] = {}
+        # Per module name met on a failure path: None for plumbing, else the rules of the
+        # registered names covering it, longest first (empty: an unknown module). Bounded by the
+        # number of modules the process has; cleared when a rule is added.
+        self._of_module: dict[str, tuple[_OriginRule, ...] | None] = {}
 
     def add(
         self, module: str, outcome: ComponentLike, predicate: Callable[[BaseException], bool] | None = None
     ) -> None:
         """Map frames of ``module`` and its submodules to ``outcome``; tried before earlier rules."""
         self._by_module.setdefault(module, []).insert(0, _OriginRule(outcome, predicate))
+        self._of_module.clear()
 
-    def _known(self, module: str, exc: BaseException) -> ComponentLike | None:
-        # The longest registered prefix that names this module decides.
-        while True:
-            for rule in self._by_module.get(module, ()):
-                if rule.predicate is None or rule.predicate(exc):
-                    return rule.outcome
-            module, dot, _ = module.rpartition(".")
-            if not dot:
-                return None
+    def _rules(self, module: str) -> tuple[_OriginRule, ...] | None:
+        if module.partition(".")[0] in TRANSPARENT:
+            return None
+        # Longest covering name first: a predicate that declines falls back to a shorter one.
+        rules: list[_OriginRule] = []
+        name, dot = module, "."
+        while dot:
+            rules.extend(self._by_module.get(name, ()))
+            name, dot, _ = name.rpartition(".")
+        return tuple(rules)
 
     def origin_of(self, exc: BaseException) -> ComponentLike | None:
         """The component of the library ``exc`` was raised in, or ``None``."""
@@ -102,9 +108,13 @@ class OriginRules:
             module = frame.f_globals.get("__name__")
             if not isinstance(module, str):
                 break
-            if module.partition(".")[0] in TRANSPARENT:
+            try:
+                rules = self._of_module[module]
+            except KeyError:
+                rules = self._of_module[module] = self._rules(module)
+            if rules is None:
                 continue
-            outcome = self._known(module, exc)
+            outcome = next((rule.outcome for rule in rules if rule.predicate is None or rule.predicate(exc)), None)
             if outcome is None:
                 break
             found = outcome
