@@ -16,8 +16,9 @@ import httpx
 import pytest
 import redis.exceptions
 from services import free_port
+from uvicorn.protocols.utils import ClientDisconnected
 
-from ws_diag import Classifier, Component, CustomComponent
+from ws_diag import CLIENT_GONE, Classifier, Component, CustomComponent
 from ws_diag.origin import frames_inner_first
 
 LLM = CustomComponent("llm", "LLM Provider", 4420, "The LLM provider failed")
@@ -99,6 +100,17 @@ def test_unknown_or_app_frames_name_nothing() -> None:
     own_code = module_function("myapp.chat", "def f(): connect()", connect=refused_connect)
     for call in (refused_connect, app_send, callback, own_code):
         assert Classifier().classify(raised(call)) is None
+
+
+def test_a_departure_type_has_no_origin() -> None:
+    """An OSError a type rule names (uvicorn's ClientDisconnected: CLIENT_GONE) gets no origin, wherever raised."""
+    names = {"ClientDisconnected": ClientDisconnected}
+    for module in ("uvicorn.protocols.websockets.websockets_impl", "redis.asyncio.client"):
+        exc = raised(module_function(module, "def f(): raise ClientDisconnected", **names))
+        assert Classifier().classify(exc) is CLIENT_GONE
+        assert Classifier().component_of(exc) is None
+    plain = raised(module_function("redis.asyncio.client", "def f(): raise OSError"))
+    assert Classifier().component_of(plain) is Component.REDIS
 
 
 def test_only_oserrors_and_data_errors_have_an_origin() -> None:

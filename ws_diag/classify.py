@@ -319,13 +319,17 @@ class Classifier:
         return self._lookup(exc, self._by_name, by_type=True)
 
     def _resolve(self, exc: BaseException, *, departures: bool) -> Outcome | None:
-        candidates = tuple(exception_chain(exc))
-        for candidate in candidates:
+        # Only exceptions no type rule names (a departure type passed over included)
+        # reach the origin and inbound-data tiers.
+        unnamed: list[BaseException] = []
+        for candidate in exception_chain(exc):
             outcome = self.classify_one(candidate)
-            if outcome is not None and (departures or not isinstance(outcome, ClientGone)):
+            if outcome is None:
+                unnamed.append(candidate)
+            elif departures or not isinstance(outcome, ClientGone):
                 return outcome
-        inbound = [self._lookup(candidate, self._inbound_by_name) for candidate in candidates]
-        for candidate, data_error in zip(candidates, inbound, strict=True):
+        inbound = [self._lookup(candidate, self._inbound_by_name) for candidate in unnamed]
+        for candidate, data_error in zip(unnamed, inbound, strict=True):
             if isinstance(candidate, OSError) or data_error is not None:
                 origin = self._origins.origin_of(candidate)
                 if origin is not None:
