@@ -20,7 +20,7 @@ from dataclasses import dataclass
 from itertools import chain
 
 from .codes import Component, ComponentLike
-from .origin import OriginRules
+from .origin import BUILTIN_ORIGINS, OriginRules
 
 __all__ = ["CLIENT_GONE", "Classifier", "ClientGone", "Outcome", "Predicate", "exception_chain"]
 
@@ -151,20 +151,6 @@ _INBOUND_DATA_RULES: tuple[str, ...] = (
     "pydantic_core._pydantic_core.ValidationError",  # pydantic.ValidationError
 )
 
-# Which library a plain OSError was raised in (see ws_diag.origin), following the
-# type rules' mapping; httpcore is httpx's transport.
-_BUILTIN_ORIGINS: tuple[tuple[str, ComponentLike | _LLM], ...] = (
-    ("asyncpg", Component.DATABASE),
-    ("psycopg", Component.DATABASE),
-    ("sqlalchemy", Component.DATABASE),
-    ("redis", Component.REDIS),
-    ("httpx", Component.INTEGRATION),
-    ("httpcore", Component.INTEGRATION),
-    ("aiohttp", Component.INTEGRATION),
-    ("openai", _LLM.LLM),
-    ("anthropic", _LLM.LLM),
-)
-
 
 def _name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -206,13 +192,11 @@ class Classifier:
       app's failure, and a retry does not help. Register a rule to say otherwise.
 
     A plain ``OSError`` (``TimeoutError`` included), or a decoding error, that no
-    type rule names is attributed by where it was raised (:mod:`ws_diag.origin`):
-    inside asyncpg, psycopg or SQLAlchemy is DATABASE, redis-py REDIS, httpx,
-    httpcore or aiohttp INTEGRATION, the OpenAI and Anthropic SDKs
-    ``llm_component``. (SQLAlchemy over asyncpg lets a refused new connection
-    through as a plain ``ConnectionRefusedError``; aiohttp's
-    ``ClientTimeout(total=...)`` raises a plain ``TimeoutError``.) Anything else
-    is left to the health probes.
+    type rule names is attributed by the known library it was raised in
+    (:mod:`ws_diag.origin`, the same components as the type rules): SQLAlchemy
+    over asyncpg lets a refused new connection through as a plain
+    ``ConnectionRefusedError``, aiohttp's ``ClientTimeout(total=...)`` raises a
+    plain ``TimeoutError``. Anything else is left to the health probes.
 
     Args:
         builtin_rules: start with the built-in rules (default ``True``).
@@ -232,8 +216,8 @@ class Classifier:
                 self._by_name.setdefault(name, []).append(_Rule(resolved, predicate))
             for name in _INBOUND_DATA_RULES:
                 self._inbound_by_name[name] = [_Rule(Component.HANDLER, None)]
-            for module, component in _BUILTIN_ORIGINS:
-                self._origins.add(module, llm_component if component is _LLM.LLM else component)
+            for module, component in BUILTIN_ORIGINS:
+                self._origins.add(module, llm_component if isinstance(component, str) else component)
 
     def register(
         self,

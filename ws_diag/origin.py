@@ -26,9 +26,26 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType, TracebackType
 
-from .codes import ComponentLike
+from .codes import Component, ComponentLike
 
-__all__ = ["TRANSPARENT", "OriginRules", "frames_inner_first"]
+__all__ = ["BUILTIN_ORIGINS", "LLM_COMPONENT", "TRANSPARENT", "OriginRules", "frames_inner_first"]
+
+# Stands for the classifier's ``llm_component`` in BUILTIN_ORIGINS (a component is never a str).
+LLM_COMPONENT = "llm_component"
+
+# The built-in origins, following the type rules' mapping (ws_diag.classify);
+# httpcore is httpx's transport.
+BUILTIN_ORIGINS: tuple[tuple[str, ComponentLike | str], ...] = (
+    ("asyncpg", Component.DATABASE),
+    ("psycopg", Component.DATABASE),
+    ("sqlalchemy", Component.DATABASE),
+    ("redis", Component.REDIS),
+    ("httpx", Component.INTEGRATION),
+    ("httpcore", Component.INTEGRATION),
+    ("aiohttp", Component.INTEGRATION),
+    ("openai", LLM_COMPONENT),
+    ("anthropic", LLM_COMPONENT),
+)
 
 # Top-level packages whose frames are plumbing under a library, never its origin.
 TRANSPARENT: frozenset[str] = frozenset(sys.stdlib_module_names) | {
