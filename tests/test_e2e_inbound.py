@@ -35,7 +35,7 @@ class Message(pydantic.BaseModel):
 
 
 def chat_app() -> FastAPI:
-    """Two echo endpoints: one decodes with ``receive_json()``, one validates with pydantic."""
+    """Echo endpoints decoding with ``receive_json()`` (text and binary) or validating with pydantic."""
     app = FastAPI()
 
     @app.websocket("/json")
@@ -43,6 +43,13 @@ def chat_app() -> FastAPI:
         await websocket.accept()
         while True:
             data = await websocket.receive_json()
+            await websocket.send_json(data)
+
+    @app.websocket("/binary")
+    async def by_receive_json_binary(websocket: WebSocket) -> None:
+        await websocket.accept()
+        while True:
+            data = await websocket.receive_json(mode="binary")
             await websocket.send_json(data)
 
     @app.websocket("/pydantic")
@@ -56,12 +63,15 @@ def chat_app() -> FastAPI:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("endpoint", ["json", "pydantic"])
+@pytest.mark.parametrize(
+    ("endpoint", "garbage"),
+    [("json", "this is not json"), ("binary", b"\xff\xfe not utf-8"), ("pydantic", "this is not json")],
+)
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 async def test_garbage_from_the_client_is_the_handlers_and_not_retried(
-    kind: str, endpoint: str, caplog: pytest.LogCaptureFixture
+    kind: str, endpoint: str, garbage: str | bytes, caplog: pytest.LogCaptureFixture
 ) -> None:
-    """ "this is not json" closes with 4004 Message Handler, retryable false, and the reconnecting client stops."""
+    """Undecodable input closes with 4004 Message Handler, not retryable, and the reconnecting client stops."""
     caplog.set_level(logging.INFO, logger="ws_diag")
     events: list[ReconnectEvent] = []
     sessions: list[tuple[str, list[str], int | None]] = []
@@ -74,9 +84,10 @@ async def test_garbage_from_the_client_is_the_handlers_and_not_retried(
             close_timeout=CLIENT_TIMEOUT,
         )
         async for ws in client:
-            await ws.send('{"text": "hello"}')
-            echo = str(await ws.recv())
-            await ws.send("this is not json")
+            hello = '{"text": "hello"}'
+            await ws.send(hello.encode() if endpoint == "binary" else hello)
+            echo = await ws.recv(decode=True)
+            await ws.send(garbage)
             messages: list[str] = []
             try:
                 async for message in ws:
