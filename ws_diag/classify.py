@@ -184,7 +184,6 @@ class Classifier:
       (429) and ``InternalServerError`` (5xx, Anthropic's 529 overloaded included).
     - :data:`CLIENT_GONE`: Starlette's ``WebSocketDisconnect`` and uvicorn's
       ``ClientDisconnected``.
-
     - HANDLER (4004, not retryable), only when nothing above and no origin rule
       names anything in the chain: inbound data that cannot be decoded or
       validated (``json.JSONDecodeError``, ujson's ``JSONDecodeError``,

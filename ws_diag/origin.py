@@ -1,5 +1,8 @@
 """Where an exception was raised: the known library a plain ``OSError`` came out of.
 
+(The classifier also asks it about decoding errors: a dependency that answered
+garbage is that dependency's failure, not the message handler's.)
+
 A ``ConnectionRefusedError`` names no dependency by its type, but its traceback
 says whose code was running: asyncpg's connect, aiohttp's request. Origin rules
 map module names (``"asyncpg"`` covers ``asyncpg.connect_utils``) to components.
