@@ -19,7 +19,10 @@ from services import free_port
 from uvicorn.protocols.utils import ClientDisconnected
 
 from ws_diag import CLIENT_GONE, Classifier, Component, CustomComponent
+from ws_diag.diagnoser import Diagnoser
+from ws_diag.health import HealthChecker
 from ws_diag.origin import frames_inner_first
+from ws_diag.probes import CallableProbe, ProbeFailed
 
 LLM = CustomComponent("llm", "LLM Provider", 4420, "The LLM provider failed")
 
@@ -177,3 +180,20 @@ def test_the_walk_is_bounded() -> None:
     assert Classifier().classify(raised(lambda: shallow(10))) is Component.REDIS
     assert Classifier().classify(raised(lambda: shallow(100))) is None
     assert len(list(frames_inner_first(raised(lambda: shallow(100)).__traceback__))) == 64
+
+
+@pytest.mark.asyncio
+async def test_origin_wins_over_a_failing_probe() -> None:
+    """A refused connect raised in asyncpg is Database by origin even while a Redis probe fails; no probe runs."""
+    runs: list[int] = []
+
+    async def redis_down() -> None:
+        runs.append(1)
+        raise ProbeFailed("redis down")
+
+    checker = HealthChecker([CallableProbe("redis", Component.REDIS, redis_down)])
+    diagnosis = await Diagnoser(Classifier(), checker).diagnose(raised(library_connect("asyncpg.connect_utils")))
+    assert (diagnosis.component, diagnosis.source, diagnosis.probe) == (Component.DATABASE, "exception", None)
+    assert runs == []
+    plain = await Diagnoser(Classifier(), checker).diagnose(raised(refused_connect))
+    assert (plain.component, plain.source) == (Component.REDIS, "probe")
