@@ -3,13 +3,22 @@
 from __future__ import annotations
 
 import errno
+import json
+import re
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
 
 import asyncpg
+import pydantic
 import pytest
 import redis.exceptions
 import starlette.websockets
+import ujson
 
 from ws_diag import CLIENT_GONE, Classifier, Component, CustomComponent
+from ws_diag.diagnoser import Diagnoser
+from ws_diag.diagnosis import build_frame
 
 
 def test_builtin_rules_cover_asyncpg_and_redis() -> None:
@@ -93,3 +102,79 @@ def test_application_bugs_in_drivers_stay_unclassified() -> None:
     assert classifier.classify(redis.exceptions.ResponseError("WRONGTYPE")) is None
     assert classifier.classify(redis.exceptions.ReadOnlyError()) is Component.REDIS
     assert classifier.classify(asyncpg.exceptions.InvalidPasswordError()) is Component.DATABASE
+
+
+def _raised(call: Callable[[], object]) -> Exception:
+    try:
+        call()
+    except Exception as exc:
+        return exc
+    pytest.fail("the call did not raise")
+
+
+class _Message(pydantic.BaseModel):
+    text: str
+
+
+class _Settings(pydantic.BaseModel):
+    port: int
+
+
+@pytest.mark.parametrize(
+    "decode",
+    [
+        lambda: json.loads("this is not json"),
+        lambda: ujson.loads("this is not json"),
+        lambda: b"\xff\xfe not utf-8".decode("utf-8"),
+        lambda: _Message.model_validate_json("this is not json"),
+        lambda: _Message.model_validate_json('{"text": 42}'),
+        lambda: pydantic.TypeAdapter(list[int]).validate_json('["a"]'),
+    ],
+    ids=["json", "ujson", "utf-8", "pydantic-json", "pydantic-invalid", "type-adapter"],
+)
+def test_undecodable_inbound_data_is_the_handlers(decode: Callable[[], object]) -> None:
+    """Inbound data that cannot be decoded or validated is HANDLER (4004, not retryable)."""
+    exc = _raised(decode)
+    assert Classifier().classify(exc) is Component.HANDLER
+    assert Classifier().component_of(exc) is Component.HANDLER
+    assert Classifier(builtin_rules=False).classify(exc) is None
+
+
+@pytest.mark.asyncio
+async def test_the_handlers_diagnosis_says_do_not_retry() -> None:
+    """The diagnosis of a decoding error: Message Handler, 4004, retryable false, retry_after_ms null."""
+    diagnosis = await Diagnoser(Classifier()).diagnose(_raised(lambda: json.loads("this is not json")))
+    frame = build_frame(diagnosis, code_scheme="private", expose_details=False)["error"]
+    assert (frame["component"], frame["code"], frame["source"]) == ("Message Handler", 4004, "exception")
+    assert frame["retryable"] is False
+    assert frame["retry_after_ms"] is None
+
+
+def test_data_rules_give_way_to_any_more_specific_rule() -> None:
+    """A validation error raised while handling a dependency's error is that dependency's; a user rule wins."""
+    with_cause = _raised(lambda: _Settings.model_validate({"port": "x"}))
+    with_cause.__context__ = redis.exceptions.ConnectionError()
+    assert Classifier().classify(with_cause) is Component.REDIS
+    classifier = Classifier()
+    classifier.register(
+        "pydantic_core._pydantic_core.ValidationError",
+        Component.DEPENDENCY,
+        predicate=lambda exc: getattr(exc, "title", None) == "_Settings",
+    )
+    assert classifier.classify(_raised(lambda: _Settings.model_validate({"port": "x"}))) is Component.DEPENDENCY
+    assert classifier.classify(_raised(lambda: _Message.model_validate({}))) is Component.HANDLER
+
+
+def test_readme_override_of_the_data_rule_runs_as_written() -> None:
+    """The README's override: a validation error of a model named Settings is DEPENDENCY, others stay HANDLER."""
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL) if "title" in b]
+    namespace: dict[str, Any] = {}
+    exec(compile(block, "README.md:override", "exec"), namespace)  # noqa: S102 - the README's own code
+
+    class Settings(pydantic.BaseModel):
+        port: int
+
+    classifier = namespace["classifier"]
+    assert classifier.classify(_raised(lambda: Settings.model_validate({"port": "x"}))) is Component.DEPENDENCY
+    assert classifier.classify(_raised(lambda: _Message.model_validate({}))) is Component.HANDLER

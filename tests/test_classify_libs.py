@@ -18,6 +18,7 @@ from typing import Any
 
 import aiohttp
 import anthropic
+import asyncpg
 import httpx
 import openai
 import psycopg
@@ -144,17 +145,35 @@ async def test_sqlalchemy_psycopg_refused_is_database(postgres: PostgresServer) 
         await asyncio.wait_for(eng.dispose(), NO_HANG)
 
 
-async def test_sqlalchemy_asyncpg_refused_is_left_to_the_probes(postgres: PostgresServer) -> None:
-    """Over asyncpg, SQLAlchemy lets a refused connect through as a plain OSError: unclassified (documented)."""
+async def test_sqlalchemy_asyncpg_refused_is_database_by_origin(postgres: PostgresServer) -> None:
+    """Over asyncpg, a refused new connection is a plain OSError raised inside asyncpg: DATABASE, by origin."""
     eng = engine(postgres, "asyncpg")
     await postgres.astop()
     try:
         exc = await raised(eng.connect().__aenter__)
         assert type(exc) is ConnectionRefusedError
-        assert outcome(exc) is None
+        assert outcome(exc) is Component.DATABASE
+        assert Classifier().classify_one(exc) is None  # no type rule: the origin decided
     finally:
         await postgres.astart()
         await asyncio.wait_for(eng.dispose(), NO_HANG)
+
+
+@pytest.mark.parametrize("via", ["asyncpg", "sqlalchemy"])
+async def test_asyncpg_closed_port_is_database_by_origin(via: str) -> None:
+    """asyncpg, alone or under SQLAlchemy, refused on a closed port: a plain OSError, DATABASE by origin."""
+    dsn = f"postgresql://user@127.0.0.1:{free_port()}/db"
+    if via == "asyncpg":
+        exc = await raised(lambda: asyncpg.connect(dsn, timeout=NO_HANG))
+    else:
+        eng = create_async_engine(dsn.replace("postgresql://", "postgresql+asyncpg://"))
+        try:
+            exc = await raised(eng.connect().__aenter__)
+        finally:
+            await asyncio.wait_for(eng.dispose(), NO_HANG)
+    assert isinstance(exc, OSError)
+    assert Classifier().classify_one(exc) is None
+    assert outcome(exc) is Component.DATABASE
 
 
 async def test_sqlalchemy_sync_engine_stopped_mid_session_is_database(postgres: PostgresServer) -> None:
@@ -259,11 +278,12 @@ async def test_aiohttp_closed_port_and_black_hole(silent_listener: SilentListene
     assert outcome(hung) is Component.INTEGRATION
 
 
-async def test_aiohttp_total_timeout_is_left_to_the_probes(silent_listener: SilentListener) -> None:
-    """aiohttp's total timeout raises a plain TimeoutError, which names no dependency: unclassified (documented)."""
+async def test_aiohttp_total_timeout_is_integration_by_origin(silent_listener: SilentListener) -> None:
+    """aiohttp's total timeout raises a plain TimeoutError inside aiohttp: INTEGRATION, by where it was raised."""
     exc = await raised(lambda: aiohttp_get(silent_listener.url("http", "/"), aiohttp.ClientTimeout(total=TIMEOUT)))
     assert type(exc) is TimeoutError
-    assert outcome(exc) is None
+    assert outcome(exc) is Component.INTEGRATION
+    assert Classifier().classify_one(exc) is None  # no type rule: the origin decided
 
 
 @pytest.mark.parametrize(("status", "expected"), [(500, INTEGRATION), (502, INTEGRATION), (400, None)])

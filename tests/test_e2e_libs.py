@@ -2,7 +2,8 @@
 
 Real servers (hypercorn, uvicorn with websockets and wsproto), the suite's own
 PostgreSQL, a real client. No probe is configured: the diagnosis has to come
-from the type of the exception the library raises.
+from the exception the library raises, by its type or, for a plain OSError or
+TimeoutError, by the library it was raised in.
 """
 
 from __future__ import annotations
@@ -12,13 +13,14 @@ import json
 import logging
 import re
 
+import aiohttp
 import httpx
 import jsonschema
 import openai
 import pytest
 from fastapi import FastAPI, WebSocket
 from servers import SERVER_KINDS, run_server
-from services import PostgresServer, free_port
+from services import PostgresServer, SilentListener, free_port
 from sqlalchemy.ext.asyncio import create_async_engine
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
@@ -118,6 +120,82 @@ async def test_http_dependency_down_gives_4010_by_type(
         code = ws.close_code
     assert len(messages) == 1, messages
     assert json.loads(messages[0])["error"]["component"] == "Integration"
+    assert code == 4010
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("diagnosis:")]
+    assert len(logged) == 1, logged
+    assert re.search(r"component=Integration code=4010 source=exception ", logged[0]), logged[0]
+
+
+async def _one_failure(url: str) -> tuple[list[str], int | None]:
+    """Connect, send one message, collect what comes back until the close."""
+    messages: list[str] = []
+    async with connect(url, open_timeout=CLIENT_TIMEOUT, close_timeout=CLIENT_TIMEOUT) as ws:
+        await ws.send("hello")
+        try:
+            async with asyncio.timeout(CLIENT_TIMEOUT):
+                async for message in ws:
+                    messages.append(str(message))
+        except ConnectionClosed:
+            pass
+        return messages, ws.close_code
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["hypercorn", "uvicorn"])
+async def test_new_connection_refused_over_asyncpg_gives_4005_by_origin(
+    kind: str, postgres: PostgresServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    """SQLAlchemy over asyncpg refused a new connection (a plain ConnectionRefusedError): 4005, source exception."""
+    caplog.set_level(logging.INFO, logger="ws_diag")
+    engine = create_async_engine(postgres.dsn.replace("postgresql://", "postgresql+asyncpg://"))
+    app = FastAPI()
+
+    @app.websocket("/chat")
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        async with engine.connect() as conn:
+            await conn.exec_driver_sql("SELECT 1")
+
+    await postgres.astop()
+    try:
+        async with run_server(DiagnosticsMiddleware(app, settings=DiagSettings()), kind) as url:
+            messages, code = await _one_failure(url + "/chat")
+    finally:
+        await postgres.astart()
+        await asyncio.wait_for(engine.dispose(), CLIENT_TIMEOUT)
+    assert len(messages) == 1, messages
+    error = json.loads(messages[0])["error"]
+    assert (error["component"], error["source"], error["retryable"]) == ("Database", "exception", True)
+    assert code == 4005
+    logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("diagnosis:")]
+    assert len(logged) == 1, logged
+    assert re.search(r"component=Database code=4005 source=exception ", logged[0]), logged[0]
+    assert "ConnectionRefusedError" in caplog.text  # the plain OSError, logged unchanged
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["hypercorn", "uvicorn"])
+async def test_aiohttp_total_timeout_gives_4010_by_origin(
+    kind: str, silent_listener: SilentListener, caplog: pytest.LogCaptureFixture
+) -> None:
+    """aiohttp's ClientTimeout(total=...) against a black hole (a plain TimeoutError): 4010, source exception."""
+    caplog.set_level(logging.INFO, logger="ws_diag")
+    app = FastAPI()
+
+    @app.websocket("/chat")
+    async def chat(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await websocket.receive_text()
+        limits = aiohttp.ClientTimeout(total=0.3)
+        async with aiohttp.ClientSession(timeout=limits) as session, session.get(silent_listener.url("http", "/")):
+            pass
+
+    async with run_server(DiagnosticsMiddleware(app, settings=DiagSettings()), kind) as url:
+        messages, code = await _one_failure(url + "/chat")
+    assert len(messages) == 1, messages
+    error = json.loads(messages[0])["error"]
+    assert (error["component"], error["source"], error["retryable"]) == ("Integration", "exception", True)
     assert code == 4010
     logged = [r.getMessage() for r in caplog.records if r.getMessage().startswith("diagnosis:")]
     assert len(logged) == 1, logged

@@ -5,6 +5,11 @@ handlers), so a rule for a base class covers its subclasses. Rules can be keyed
 by the class itself or by its dotted name, which lets the built-in rules cover
 asyncpg and redis without importing them: an exception of a module that was
 never imported cannot occur. Exception text is never looked at.
+
+Three tiers, each over the whole cause chain: the type rules; then, for a plain
+``OSError`` (``TimeoutError`` included) or a decoding error no type rule names,
+the origin rules (:mod:`ws_diag.origin`: which known library it was raised in);
+last, the inbound-data rules (decoding and validation errors: the message handler's).
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from dataclasses import dataclass
 from itertools import chain
 
 from .codes import Component, ComponentLike
+from .origin import BUILTIN_ORIGINS, OriginRules
 
 __all__ = ["CLIENT_GONE", "Classifier", "ClientGone", "Outcome", "Predicate", "exception_chain"]
 
@@ -133,6 +139,19 @@ _BUILTIN_NAMED_RULES: tuple[tuple[str, Outcome | _LLM, Predicate | None], ...] =
     ("uvicorn.protocols.utils.ClientDisconnected", CLIENT_GONE, None),
 )
 
+# Data that cannot be decoded or validated: the handler's failure, and a retry
+# sends the same bytes again. Tried only when no type or origin rule in the
+# chain names anything: the same pydantic error from the app's own settings is
+# still the app's failure, not a dependency's, and retrying does not help either.
+# (orjson documents its JSONDecodeError as a subclass of json's, so the json rule would
+# cover it; msgspec's DecodeError is not named. Neither is installed here to test.)
+_INBOUND_DATA_RULES: tuple[str, ...] = (
+    "json.decoder.JSONDecodeError",
+    "ujson.JSONDecodeError",
+    "builtins.UnicodeDecodeError",
+    "pydantic_core._pydantic_core.ValidationError",  # pydantic.ValidationError
+)
+
 
 def _name(cls: type) -> str:
     return f"{cls.__module__}.{cls.__qualname__}"
@@ -165,12 +184,19 @@ class Classifier:
       (429) and ``InternalServerError`` (5xx, Anthropic's 529 overloaded included).
     - :data:`CLIENT_GONE`: Starlette's ``WebSocketDisconnect`` and uvicorn's
       ``ClientDisconnected``.
+    - HANDLER (4004, not retryable), only when nothing above and no origin rule
+      names anything in the chain: inbound data that cannot be decoded or
+      validated (``json.JSONDecodeError``, ujson's ``JSONDecodeError``,
+      ``UnicodeDecodeError``, pydantic's ``ValidationError``). A pydantic error
+      from the app's own settings or outbound data lands here too: still the
+      app's failure, and a retry does not help. Register a rule to say otherwise.
 
-    Plain ``OSError`` and ``TimeoutError`` are left unclassified on purpose: they
-    do not say which dependency failed, so the health probes decide. (SQLAlchemy
-    over asyncpg lets asyncpg's ``ConnectionRefusedError`` through unwrapped when
-    a new connection is refused, and aiohttp's ``ClientTimeout(total=...)`` raises
-    a plain ``TimeoutError``: both are left to the probes.)
+    A plain ``OSError`` (``TimeoutError`` included), or a decoding error, that no
+    type rule names is attributed by the known library it was raised in
+    (:mod:`ws_diag.origin`, the same components as the type rules): SQLAlchemy
+    over asyncpg lets a refused new connection through as a plain
+    ``ConnectionRefusedError``, aiohttp's ``ClientTimeout(total=...)`` raises a
+    plain ``TimeoutError``. Anything else is left to the health probes.
 
     Args:
         builtin_rules: start with the built-in rules (default ``True``).
@@ -181,11 +207,17 @@ class Classifier:
     def __init__(self, *, builtin_rules: bool = True, llm_component: ComponentLike = Component.INTEGRATION) -> None:
         self._by_type: dict[type[BaseException], list[_Rule]] = {}
         self._by_name: dict[str, list[_Rule]] = {}
+        self._inbound_by_name: dict[str, list[_Rule]] = {}
+        self._origins = OriginRules()
         self.llm_component = llm_component
         if builtin_rules:
             for name, outcome, predicate in _BUILTIN_NAMED_RULES:
                 resolved = llm_component if outcome is _LLM.LLM else outcome
                 self._by_name.setdefault(name, []).append(_Rule(resolved, predicate))
+            for name in _INBOUND_DATA_RULES:
+                self._inbound_by_name[name] = [_Rule(Component.HANDLER, None)]
+            for module, component in BUILTIN_ORIGINS:
+                self._origins.add(module, llm_component if isinstance(component, str) else component)
 
     def register(
         self,
@@ -198,7 +230,8 @@ class Classifier:
 
         With a ``predicate``, the rule applies only to exceptions it accepts (for
         what a type cannot say, such as an ``OSError``'s errno or a port).
-        Rules registered later for the same type are tried first.
+        Rules registered later for the same type are tried first; registered
+        rules are type rules, tried before the origin and inbound-data rules.
 
         Raises:
             TypeError: ``exc_type`` is neither an exception class nor a dotted name,
@@ -215,33 +248,44 @@ class Classifier:
                 f"('module.QualName'), got {exc_type!r}"
             )
             raise TypeError(msg)
-        if outcome is not CLIENT_GONE and not all(hasattr(outcome, attribute) for attribute in ("key", "code")):
-            msg = (
-                "Classifier.register: outcome must be a Component member, a CustomComponent or CLIENT_GONE, "
-                f"got {type(outcome).__name__}"
-            )
-            raise TypeError(msg)
-        if predicate is not None and not callable(predicate):
-            msg = f"Classifier.register: predicate must be callable or None, got {type(predicate).__name__}"
-            raise TypeError(msg)
+        if outcome is not CLIENT_GONE:
+            _check_component("register", outcome)
+        _check_predicate("register", predicate)
         rule = _Rule(outcome, predicate)
         if isinstance(exc_type, str):
             self._by_name.setdefault(exc_type, []).insert(0, rule)
         else:
             self._by_type.setdefault(exc_type, []).insert(0, rule)
 
+    def register_origin(self, module: str, outcome: ComponentLike, *, predicate: Predicate | None = None) -> None:
+        """Attribute a plain ``OSError`` raised inside ``module`` to ``outcome``.
+
+        ``module`` is a dotted module name and covers its submodules (``"mydb"``
+        covers ``mydb.pool``); the rules of the longest registered name covering a
+        frame's module are tried first (later ones first), then shorter names'. Applies
+        to an ``OSError`` (``TimeoutError`` included) or a decoding error that no
+        type rule names; see :mod:`ws_diag.origin` for which frame counts.
+
+        Raises:
+            TypeError: ``module`` is not a non-empty dotted name, ``outcome`` is not
+                a component, or ``predicate`` is not callable.
+        """
+        if not isinstance(module, str) or not all(part.isidentifier() for part in module.split(".")):
+            msg = f"Classifier.register_origin: module must be a dotted module name, got {module!r}"
+            raise TypeError(msg)
+        _check_component("register_origin", outcome)
+        _check_predicate("register_origin", predicate)
+        self._origins.add(module, outcome, predicate)
+
     def classify(self, exc: BaseException) -> Outcome | None:
         """The outcome for ``exc``, its causes or its group members; ``None`` if unknown.
 
         The exception itself is tried first, then ``__cause__``/``__context__``
         (an app that wraps an asyncpg error in its own still points at the
-        database), then the members of an ``ExceptionGroup``.
+        database), then the members of an ``ExceptionGroup``: first by the type
+        rules, then by origin, then by the inbound-data rules.
         """
-        for candidate in exception_chain(exc):
-            outcome = self._lookup(candidate)
-            if outcome is not None:
-                return outcome
-        return None
+        return self._resolve(exc, departures=True)
 
     def component_of(self, exc: BaseException) -> ComponentLike | None:
         """The component ``exc``, its causes or group members point at; ``None`` if none does.
@@ -251,22 +295,51 @@ class Classifier:
         (:func:`ws_diag.departure.client_left`), and another connection's departure
         names no component.
         """
-        for candidate in exception_chain(exc):
-            outcome = self.classify_one(candidate)
-            if outcome is not None and not isinstance(outcome, ClientGone):
-                return outcome
-        return None
+        outcome = self._resolve(exc, departures=False)
+        return None if isinstance(outcome, ClientGone) else outcome
 
     def classify_one(self, exc: BaseException) -> Outcome | None:
-        """The outcome for ``exc`` itself, ignoring its causes and group members."""
-        return self._lookup(exc)
+        """The type rules' outcome for ``exc`` itself: no causes, group members, origin or inbound-data rules."""
+        return self._lookup(exc, self._by_name, by_type=True)
 
-    def _lookup(self, exc: BaseException) -> Outcome | None:
+    def _resolve(self, exc: BaseException, *, departures: bool) -> Outcome | None:
+        # Only exceptions no type rule names (a departure type passed over included)
+        # reach the origin and inbound-data tiers.
+        unnamed: list[BaseException] = []
+        for candidate in exception_chain(exc):
+            outcome = self.classify_one(candidate)
+            if outcome is None:
+                unnamed.append(candidate)
+            elif departures or not isinstance(outcome, ClientGone):
+                return outcome
+        inbound = [self._lookup(candidate, self._inbound_by_name) for candidate in unnamed]
+        for candidate, data_error in zip(unnamed, inbound, strict=True):
+            if isinstance(candidate, OSError) or data_error is not None:
+                origin = self._origins.origin_of(candidate)
+                if origin is not None:
+                    return origin
+        return next((outcome for outcome in inbound if outcome is not None), None)
+
+    def _lookup(self, exc: BaseException, by_name: dict[str, list[_Rule]], *, by_type: bool = False) -> Outcome | None:
         for cls in type(exc).__mro__:
-            for rule in chain(self._by_type.get(cls, ()), self._by_name.get(_name(cls), ())):
+            typed = self._by_type.get(cls, ()) if by_type else ()
+            for rule in chain(typed, by_name.get(_name(cls), ())):
                 if rule.predicate is None or rule.predicate(exc):
                     return rule.outcome
         return None
+
+
+def _check_component(method: str, outcome: object) -> None:
+    if not all(hasattr(outcome, attribute) for attribute in ("key", "code")):
+        what = "a Component member, a CustomComponent or CLIENT_GONE" if method == "register" else "a component"
+        msg = f"Classifier.{method}: outcome must be {what}, got {type(outcome).__name__}"
+        raise TypeError(msg)
+
+
+def _check_predicate(method: str, predicate: object) -> None:
+    if predicate is not None and not callable(predicate):
+        msg = f"Classifier.{method}: predicate must be callable or None, got {type(predicate).__name__}"
+        raise TypeError(msg)
 
 
 def exception_chain(exc: BaseException) -> Iterator[BaseException]:

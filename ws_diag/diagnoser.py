@@ -18,8 +18,9 @@ class Diagnoser:
     """Turns a failure into a :class:`Diagnosis`.
 
     In order: a :class:`WebSocketComponentError` raised (or wrapped) by the app
-    names the component itself; then the classifier's rules for the exception's
-    type; then the health probes (failed required ones first, in ``priority``
+    names the component itself; then the classifier's rules (the exception's type,
+    where a plain ``OSError`` was raised, undecodable inbound data: all ``source``
+    ``"exception"``); then the health probes (failed required ones first, in ``priority``
     order, then degraded ones); last, GENERIC (1011).
 
     The suggested wait before reconnecting (``Diagnosis.retry_after``, seconds): the
