@@ -162,6 +162,13 @@ def test_every_generated_part_is_used() -> None:
     assert used == set(hooks.PARTS)
 
 
+def test_sphinx_roles_render_as_code() -> None:
+    """A docstring's :class:`~ws_diag.X` renders as the code X, without the role; without ~ the full path stays."""
+    hooks = _hooks()
+    html = "a :class:<code>~ws_diag.DiagnosisEvent</code> or :func:<code>ws_diag.client.explain</code>"
+    assert hooks.plain_roles(html) == "a <code>DiagnosisEvent</code> or <code>ws_diag.client.explain</code>"
+
+
 def test_docs_speak_to_users() -> None:
     """No page refers readers to the project's internal tracker."""
     tracker = re.compile(r"\b(issue|ticket) #?\d+\b", re.IGNORECASE)

@@ -169,3 +169,17 @@ def render(markdown: str) -> str:
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:
     """mkdocs event: runs for every page before it is rendered."""
     return render(markdown)
+
+
+# Docstrings cite objects the Sphinx way (:class:`~ws_diag.X`), which Markdown renders as ":class:" and code.
+_SPHINX_ROLE = re.compile(r":(?:class|func|meth|attr|data|exc|mod|obj):<code>(~?)([^<]*)</code>")
+
+
+def plain_roles(html: str) -> str:
+    """Drop Sphinx role prefixes from rendered docstrings; ``~a.b.C`` shows as ``C``, as Sphinx would."""
+    return _SPHINX_ROLE.sub(lambda m: f"<code>{m[2].rsplit('.', 1)[-1] if m[1] else m[2]}</code>", html)
+
+
+def on_page_content(html: str, **kwargs: Any) -> str:
+    """mkdocs event: runs for every page after it is rendered to HTML (the API pages included)."""
+    return plain_roles(html)
