@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from importlib.metadata import version as _version
+
 from .classify import CLIENT_GONE, Classifier
 from .codes import Component, ComponentLike, CustomComponent
 from .diagnosis import Diagnosis
@@ -27,4 +29,4 @@ __all__ = [
     "validate_websocket_component_health",
 ]
 
-__version__ = "0.1.0"
+__version__ = _version("ws_diag")  # written once, in pyproject.toml
