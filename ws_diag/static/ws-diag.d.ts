@@ -31,7 +31,7 @@ export type CodeScheme = "private" | "legacy";
 export type RetryKind = "stop" | "retry" | "retry_now";
 export interface RetryDecision {
   action: RetryKind;
-  /** The server's hint, ms; 0 when there is none; null when stopping. */
+  /** The server's hint, ms, a floor the jitter is added to; 0 when there is none; null when stopping. */
   retryAfterMs: number | null;
   why: string;
 }
@@ -47,6 +47,12 @@ export function watch(ws: WebSocket, onExplained: (result: Explanation) => void,
  * 4500-4599, 4429, 4408 retry with backoff, other 44xx stop), and any other code stops.
  */
 export function retryAction(code: number | null, frame?: DiagnosticFrame | null, scheme?: CodeScheme): RetryDecision;
+/**
+ * Milliseconds before reconnect number `attempt` (0-based): "retry": retryAfterMs + full jitter between minDelayMs and
+ * min(maxDelayMs, minDelayMs * 2 ** (attempt + 1)); "retry_now": retryAfterMs + random * minDelayMs. retryAfterMs is
+ * clamped to 0..MAX_RETRY_AFTER_MS, so the wait is below MAX_RETRY_AFTER_MS + max(minDelayMs, maxDelayMs).
+ * Throws a RangeError for "stop".
+ */
 export function retryDelayMs(
   decision: RetryDecision, attempt: number, random: number, delays?: { minDelayMs?: number; maxDelayMs?: number },
 ): number;
@@ -56,7 +62,7 @@ export interface ConnectOptions {
   scheme?: CodeScheme;
   /** First backoff and the jitter window after a 1012 restart, ms (500). */
   minDelayMs?: number;
-  /** Backoff cap, ms (30000); a server's retry_after_ms may ask for more, up to one hour. */
+  /** Backoff cap, ms (30000); the backoff is added to a server's retry_after_ms (up to one hour). */
   maxDelayMs?: number;
   /** Reconnects in a row before giving up (10; Infinity for no limit). */
   maxAttempts?: number;

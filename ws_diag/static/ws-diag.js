@@ -3,7 +3,7 @@
 //   import { watch, connect } from "/ws-diag.js";
 //   const ws = new WebSocket(url);
 //   watch(ws, (result) => console.log(result.component, result.message, result.incidentId));
-//   const conn = connect(url);  // reconnects after max(retry_after_ms, backoff); stops when not retryable
+//   const conn = connect(url);  // reconnects after retry_after_ms + backoff; stops when not retryable
 //   conn.addEventListener("reconnecting", (e) => console.log(`reconnecting in ${e.detail.delayMs} ms`));
 
 // Close codes as they arrive on the wire, per scheme. In the legacy scheme 1004-1006 cannot be
@@ -148,16 +148,20 @@ export function retryAction(code, frame = null, scheme = "private") {
 }
 
 /**
- * Milliseconds to wait before reconnect number `attempt` (0-based): for "retry", max(retryAfterMs,
- * full jitter between minDelayMs and min(maxDelayMs, minDelayMs * 2 ** (attempt + 1))); for
- * "retry_now", max(retryAfterMs, random * minDelayMs). `random` is in [0, 1).
+ * Milliseconds to wait before reconnect number `attempt` (0-based). The server's retryAfterMs is a
+ * floor and the jitter is added on top (taking the larger of the two would bring every client
+ * told the same hint back in the same millisecond): for "retry", retryAfterMs + full jitter
+ * between minDelayMs and min(maxDelayMs, minDelayMs * 2 ** (attempt + 1)); for "retry_now",
+ * retryAfterMs + random * minDelayMs. `random` is in [0, 1). retryAfterMs is clamped to
+ * 0..MAX_RETRY_AFTER_MS first, so every wait is below MAX_RETRY_AFTER_MS + max(minDelayMs, maxDelayMs).
+ * Same numbers as ws_diag.client.retry_delay_ms (tests/retry_cases.json).
  */
 export function retryDelayMs(decision, attempt, random, { minDelayMs = 500, maxDelayMs = 30000 } = {}) {
-  const hint = decision.retryAfterMs ?? 0;
+  const hint = Math.max(0, Math.min(decision.retryAfterMs ?? 0, MAX_RETRY_AFTER_MS));
   if (decision.action === "stop") throw new RangeError("a stop action has no delay");
-  if (decision.action === "retry_now") return Math.floor(Math.max(hint, random * minDelayMs));
+  if (decision.action === "retry_now") return Math.floor(hint + random * minDelayMs);
   const ceiling = Math.max(minDelayMs, Math.min(maxDelayMs, minDelayMs * 2 ** Math.min(attempt + 1, 40)));
-  return Math.floor(Math.max(hint, minDelayMs + random * (ceiling - minDelayMs)));
+  return Math.floor(hint + minDelayMs + random * (ceiling - minDelayMs));
 }
 
 /** Track `ws`'s last error frame and call `onExplained(result)` when it closes. */
@@ -246,7 +250,7 @@ export function connect(url, options = {}) {
       target.attempt += 1;
       target.state = "waiting";
       emit("reconnecting", { delayMs, attempt: target.attempt, action: decision, explanation });
-      timer = setTimeout(open, delayMs);  // bounded: at most max(maxDelayMs, one hour)
+      timer = setTimeout(open, delayMs);  // bounded: below one hour + maxDelayMs
     });
   }
 
