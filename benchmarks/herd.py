@@ -24,7 +24,7 @@ Policies compared:
   The few lines around them (give up after ``max_attempts`` reconnects in a row,
   the count reset after a connection open ``reset_after``) live in
   ``Reconnecting._decide``/``_closed`` (ws_diag/client.py) and in ``connect()``
-  of ws_diag/static/ws-diag.js (the ``close`` listener: reset, ``retryAction``,
+  of clients/js/ws-diag.js (the ``close`` listener: reset, ``retryAction``,
   ``maxAttempts``, ``retryDelayMs``, ``attempt += 1``); they are mirrored in
   :func:`shipped_policy`, and ``tests/test_benchmarks.py`` checks the mirror
   against ``Reconnecting._decide``. The JS helper computes the same delays
@@ -136,7 +136,7 @@ def shipped_policy(code: int, frame: dict[str, Any], policy: RetryPolicy | None 
     """ws_diag's clients after a close with ``code`` and ``frame``, every time (the outage's close).
 
     Mirrors ``Reconnecting._decide`` (ws_diag/client.py) and the ``close`` listener of
-    ``connect()`` in ws_diag/static/ws-diag.js: ``retry_action`` decides; past
+    ``connect()`` in clients/js/ws-diag.js: ``retry_action`` decides; past
     ``max_attempts`` reconnects in a row it stops; the delay is ``RetryPolicy.delay``.
     The count's reset (a connection open ``reset_after``, 5 s) never happens here: the
     sessions that fail during the outage live one round trip.

@@ -534,7 +534,8 @@ def retry_action(close_code: int | None, frame: Any = None, scheme: CodeScheme =
     """The shared retry policy: what a client does after a close, from the close code and the frame.
 
     The same table is implemented by the browser helper (``retryAction`` in
-    ``ws_diag/static/ws-diag.js``); both are tested against ``tests/retry_cases.json``.
+    ``clients/js/ws-diag.js``, shipped as ``ws_diag/static/ws-diag.js``); both are tested
+    against ``tests/retry_cases.json``.
 
     Args:
         close_code: the code the client saw; ``None`` when the connection failed or dropped
