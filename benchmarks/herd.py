@@ -18,23 +18,25 @@ Policies compared:
   ``redis.exceptions.ConnectionError``, default settings: 4007 and a frame with
   ``retry_after_ms`` 1000), read with :func:`ws_diag.client.parse_frame`; the
   decision is :func:`ws_diag.codes.retry_action` (the table) and the delay
-  :meth:`ws_diag.client.RetryPolicy.delay` (``retry_delay_ms``: full jitter
-  between ``min_delay`` and ``min(max_delay, min_delay * 2 ** (attempt + 1))``,
-  the frame's ``retry_after_ms`` as a floor), both called, not copied. The few
-  lines around them (give up after ``max_attempts`` reconnects in a row, the
-  count reset after a connection open ``reset_after``) live in
+  :meth:`ws_diag.client.RetryPolicy.delay` (``retry_delay_ms``: the frame's
+  ``retry_after_ms`` plus full jitter between ``min_delay`` and
+  ``min(max_delay, min_delay * 2 ** (attempt + 1))``), both called, not copied.
+  The few lines around them (give up after ``max_attempts`` reconnects in a row,
+  the count reset after a connection open ``reset_after``) live in
   ``Reconnecting._decide``/``_closed`` (ws_diag/client.py) and in ``connect()``
-  of ws_diag/static/ws-diag.js (the ``close`` listener: reset, ``retryAction``,
-  ``maxAttempts``, ``retryDelayMs``, ``attempt += 1``; at git 56c2016 client.py
-  lines 338-350 and 397-398, ws-diag.js lines 217-231); they are mirrored in
+  of clients/js/ws-diag.js (the ``close`` listener: reset, ``retryAction``,
+  ``maxAttempts``, ``retryDelayMs``, ``attempt += 1``); they are mirrored in
   :func:`shipped_policy`, and ``tests/test_benchmarks.py`` checks the mirror
   against ``Reconnecting._decide``. The JS helper computes the same delays
   (``retryDelayMs``, checked against the Python one by tests/retry_cases.json)
   with the same defaults (500 ms, 30 s, 10 attempts, reset after 5 s).
 * ``fixed``: reconnect every ``fixed_delay_s`` (1 s), forever.
 * ``plain exponential``: 1, 2, 4, ... s capped at ``exp_cap_s`` (30 s), no jitter, forever.
-* ``floor + backoff (not shipped)``: a what-if, the shipped backoff added to the
-  server's ``retry_after_ms`` instead of floored by it.
+* ``previous: max(retry_after_ms, backoff)``: the policy ws_diag shipped before
+  (up to git 4ce7a5d), for comparison: the same backoff, but floored by the
+  server's ``retry_after_ms`` (the larger of the two) instead of added to it. With
+  the default 1000 ms hint and a first backoff in [500, 1000) ms it puts every
+  client's first reconnect at exactly 1000 ms.
 
 Run: ``python -m benchmarks run --only herd`` (writes benchmarks/herd.png) or
 ``python -m benchmarks.herd [--quick] [--json PATH] [--plot PATH]``.
@@ -68,7 +70,7 @@ PLOT = Path(__file__).resolve().parent / "herd.png"
 SHIPPED = "shipped"
 FIXED = "fixed"
 PLAIN = "plain exponential"
-WHAT_IF = "floor + backoff (not shipped)"
+PREVIOUS = "previous: max(retry_after_ms, backoff)"
 
 # (attempt, rand in [0, 1)) -> seconds to wait before reconnect number ``attempt`` (0-based), None: give up.
 NextDelay = Callable[[int, float], float | None]
@@ -134,7 +136,7 @@ def shipped_policy(code: int, frame: dict[str, Any], policy: RetryPolicy | None 
     """ws_diag's clients after a close with ``code`` and ``frame``, every time (the outage's close).
 
     Mirrors ``Reconnecting._decide`` (ws_diag/client.py) and the ``close`` listener of
-    ``connect()`` in ws_diag/static/ws-diag.js: ``retry_action`` decides; past
+    ``connect()`` in clients/js/ws-diag.js: ``retry_action`` decides; past
     ``max_attempts`` reconnects in a row it stops; the delay is ``RetryPolicy.delay``.
     The count's reset (a connection open ``reset_after``, 5 s) never happens here: the
     sessions that fail during the outage live one round trip.
@@ -153,12 +155,13 @@ def shipped_policy(code: int, frame: dict[str, Any], policy: RetryPolicy | None 
     return Policy(
         SHIPPED,
         f"ws_diag's clients: retry_action + RetryPolicy() (min {retry.min_delay} s, max {retry.max_delay} s, "
-        f"{retry.max_attempts} attempts), floor retry_after_ms {frame.get('retry_after_ms')}",
+        f"{retry.max_attempts} attempts): retry_after_ms {frame.get('retry_after_ms')} + backoff",
         next_delay,
     )
 
 
-def _what_if(code: int, frame: dict[str, Any]) -> Policy:
+def _previous(code: int, frame: dict[str, Any]) -> Policy:
+    """The policy shipped up to git 4ce7a5d: the same backoff, the hint taken as the larger of the two."""
     retry = RetryPolicy()
 
     def next_delay(attempt: int, rand: float) -> float | None:
@@ -167,9 +170,11 @@ def _what_if(code: int, frame: dict[str, Any]) -> Policy:
         if action.kind == "stop" or (limit is not None and attempt >= limit):
             return None
         backoff = retry.delay(RetryAction(action.kind, 0, action.why), attempt, rand)
-        return (action.retry_after_ms or 0) / 1000 + backoff
+        return max((action.retry_after_ms or 0) / 1000, backoff)
 
-    return Policy(WHAT_IF, "retry_after_ms + the shipped backoff (a what-if, not what ws_diag ships)", next_delay)
+    return Policy(
+        PREVIOUS, "the shipped backoff floored by retry_after_ms (the larger of the two), up to git 4ce7a5d", next_delay
+    )
 
 
 def policies(cfg: HerdConfig, code: int, frame: dict[str, Any]) -> list[Policy]:
@@ -185,7 +190,7 @@ def policies(cfg: HerdConfig, code: int, frame: dict[str, Any]) -> list[Policy]:
         shipped_policy(code, frame),
         Policy(FIXED, f"every {cfg.fixed_delay_s:g} s, no limit", fixed),
         Policy(PLAIN, f"{cfg.exp_first_s:g}, {2 * cfg.exp_first_s:g}, ... s, capped at {cfg.exp_cap_s:g} s", plain),
-        _what_if(code, frame),
+        _previous(code, frame),
     ]
 
 
@@ -254,8 +259,10 @@ async def run(cfg: HerdConfig, plot_to: Path | None = None) -> dict[str, Any]:
         "policies": {},
     }
     series: dict[str, list[int]] = {}
-    for index, policy in enumerate(policies(cfg, code, frame)):
-        attempts, reconnected, gave_up = _simulate(cfg, policy, cfg.seed + index)
+    for policy in policies(cfg, code, frame):
+        # Every policy gets the same seed (common random numbers): the clients draw the same
+        # jitter stream, so a difference between two rows is the policies', not the draws'.
+        attempts, reconnected, gave_up = _simulate(cfg, policy, cfg.seed)
         counts = _bins(attempts, width)
         series[policy.name] = counts
         peak, peak_at = _peak(counts, width)
@@ -286,7 +293,7 @@ async def run(cfg: HerdConfig, plot_to: Path | None = None) -> dict[str, Any]:
                 ours["peak_after_recovery_per_s"], result["policies"][other]["peak_after_recovery_per_s"]
             ),
         }
-        for other in (FIXED, PLAIN, WHAT_IF)
+        for other in (FIXED, PLAIN, PREVIOUS)
     }
     naive = [result["policies"][name] for name in (FIXED, PLAIN)]
     peak_below = all(ours["peak_per_s"] < p["peak_per_s"] for p in naive)
@@ -308,7 +315,7 @@ def plot(series: dict[str, list[int]], width: float, cfg: HerdConfig, path: Path
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(10, 5), dpi=110)
-    styles = {SHIPPED: ("C0", 1.8, 5), FIXED: ("C3", 0.9, 2), PLAIN: ("C1", 1.2, 3), WHAT_IF: ("C2", 1.0, 4)}
+    styles = {SHIPPED: ("C0", 1.8, 5), FIXED: ("C3", 0.9, 2), PLAIN: ("C1", 1.2, 3), PREVIOUS: ("C2", 1.0, 4)}
     for name, counts in series.items():
         color, line, z = styles.get(name, ("k", 1.0, 1))
         xs = [i * width for i in range(len(counts) + 1)]

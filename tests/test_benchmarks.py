@@ -248,7 +248,7 @@ async def test_quick_herd_section() -> None:
     result = results["sections"]["herd"]
     assert result["close"]["code"] == 4007
     assert isinstance(result["close"]["retry_after_ms"], int)
-    assert set(result["policies"]) == {herd.SHIPPED, herd.FIXED, herd.PLAIN, herd.WHAT_IF}
+    assert set(result["policies"]) == {herd.SHIPPED, herd.FIXED, herd.PLAIN, herd.PREVIOUS}
     for policy in result["policies"].values():
         assert policy["reconnected"] + policy["gave_up"] == result["clients"]
         assert sum(policy["attempts_per_second"]) == policy["attempts"]

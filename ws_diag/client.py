@@ -175,23 +175,31 @@ def explain(
 def retry_delay_ms(action: RetryAction, attempt: int, rand: float, min_delay_ms: float, max_delay_ms: float) -> int:
     """How long to wait before reconnect number ``attempt`` (0-based), in whole milliseconds.
 
-    ``retry``: ``max(retry_after_ms, backoff)`` where backoff is full jitter between
+    The server's ``retry_after_ms`` is a floor and the client's jitter is added on top, so
+    clients told the same hint still come back spread out (taking the larger of the two
+    would put every client's first reconnect at exactly the hint: benchmarks/README.md,
+    "The herd after an outage").
+
+    ``retry``: ``retry_after_ms + backoff`` where backoff is full jitter between
     ``min_delay_ms`` and ``min(max_delay_ms, min_delay_ms * 2 ** (attempt + 1))``.
-    ``retry_now``: ``max(retry_after_ms, rand * min_delay_ms)`` (a restart: promptly, but not
-    every client in the same millisecond). ``rand`` is in [0, 1). The browser helper's
-    ``retryDelayMs`` computes the same numbers (tests/retry_cases.json).
+    ``retry_now``: ``retry_after_ms + rand * min_delay_ms`` (a restart: promptly, but not
+    every client in the same millisecond). ``rand`` is in [0, 1). The hint is clamped to
+    0..``MAX_RETRY_AFTER_MS`` first (one hour; the sum is not clamped, which would cancel
+    the jitter again at the cap), so every wait is bounded: below
+    ``MAX_RETRY_AFTER_MS + max(min_delay_ms, max_delay_ms)``. The
+    browser helper's ``retryDelayMs`` computes the same numbers (tests/retry_cases.json).
 
     Raises:
         ValueError: ``action`` is ``stop``.
     """
-    hint = action.retry_after_ms or 0
+    hint = max(0, min(action.retry_after_ms or 0, MAX_RETRY_AFTER_MS))
     if action.kind == "stop":
         msg = "a stop action has no delay"
         raise ValueError(msg)
     if action.kind == "retry_now":
-        return math.floor(max(hint, rand * min_delay_ms))
+        return math.floor(hint + rand * min_delay_ms)
     ceiling = max(min_delay_ms, min(max_delay_ms, min_delay_ms * (1 << min(attempt + 1, 40))))
-    return math.floor(max(hint, min_delay_ms + rand * (ceiling - min_delay_ms)))
+    return math.floor(hint + min_delay_ms + rand * (ceiling - min_delay_ms))
 
 
 @dataclass(frozen=True, slots=True)
@@ -200,7 +208,7 @@ class RetryPolicy:
 
     Args:
         min_delay: the first backoff, and the jitter window after a 1012 restart.
-        max_delay: the backoff's cap (a server's ``retry_after_ms`` may ask for more, up to one hour).
+        max_delay: the backoff's cap; the backoff is added to a server's ``retry_after_ms`` (up to one hour).
         max_attempts: reconnects in a row before giving up; ``None`` for no limit.
         reset_after: a connection that stayed open this long resets the attempt count.
 
@@ -295,7 +303,7 @@ class Reconnecting:
     ``websockets.asyncio.client.ClientConnection``. When the body is done with it (after a
     close, usually by catching ``websockets.ConnectionClosed``), the helper reads the close
     code and ws_diag's frame (the last message), decides with
-    :func:`ws_diag.codes.retry_action`, waits ``max(retry_after_ms, backoff)`` and yields the
+    :func:`ws_diag.codes.retry_action`, waits ``retry_after_ms + backoff`` and yields the
     next connection; or it ends the loop (``gave_up`` says why: Authentication, for one,
     hands control back so the app can sign in again). A body that returns with the
     connection still open closes it normally (1000), which ends the loop too.

@@ -512,9 +512,10 @@ class RetryAction:
     """What a client does after a close (see :func:`retry_action`).
 
     ``kind``: ``"stop"`` (do not reconnect), ``"retry"`` (reconnect after
-    ``max(retry_after_ms, backoff)``) or ``"retry_now"`` (reconnect promptly, after
-    ``max(retry_after_ms, a jitter below the minimum delay)``). ``retry_after_ms`` is the
-    server's hint, 0 when there is none (``None`` when stopping). ``why`` is for people.
+    ``retry_after_ms + backoff``) or ``"retry_now"`` (reconnect promptly, after
+    ``retry_after_ms + a jitter below the minimum delay``). ``retry_after_ms`` is the
+    server's hint, a floor: 0 when there is none (``None`` when stopping). ``why`` is for
+    people. The delays: :func:`ws_diag.client.retry_delay_ms`.
     """
 
     kind: RetryKind
@@ -533,7 +534,8 @@ def retry_action(close_code: int | None, frame: Any = None, scheme: CodeScheme =
     """The shared retry policy: what a client does after a close, from the close code and the frame.
 
     The same table is implemented by the browser helper (``retryAction`` in
-    ``ws_diag/static/ws-diag.js``); both are tested against ``tests/retry_cases.json``.
+    ``clients/js/ws-diag.js``, shipped as ``ws_diag/static/ws-diag.js``); both are tested
+    against ``tests/retry_cases.json``.
 
     Args:
         close_code: the code the client saw; ``None`` when the connection failed or dropped
