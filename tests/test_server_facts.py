@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from hypercorn.utils import UnexpectedMessageError
 from servers import SERVER_KINDS, run_daphne, run_server
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -326,3 +327,97 @@ async def test_uvicorn_lifespan_auto_swallows_middleware_build_error(caplog: pyt
             await closed_code(url + "/ws")
         assert info.value.response.status_code == 500
     assert BrokenMiddleware.built == 3  # tried again on each request
+
+
+# -- refusals while the client is still there; an app that returns without closing -------------
+
+
+def recording(app: Callable[..., Awaitable[None]], refused: list[BaseException]) -> Callable[..., Awaitable[None]]:
+    """``app`` with every exception its server ``send`` raised appended to ``refused``."""
+
+    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
+        async def recording_send(message: dict[str, Any]) -> None:
+            try:
+                await send(message)
+            except Exception as exc:
+                refused.append(exc)
+                raise
+
+        await app(scope, receive, recording_send)
+
+    return wrapper
+
+
+# What the server's send does with Starlette's HTTP answer to an HTTPException raised after accept,
+# and the close code the client then sees (nothing catches what escapes the app).
+HTTP_AFTER_ACCEPT: dict[str, tuple[type[BaseException] | None, int]] = {
+    "hypercorn": (UnexpectedMessageError, 1011),  # not discarded (0.18): refused, then hypercorn's INTERNAL_ERROR
+    "uvicorn": (RuntimeError, DROPPED),  # "Expected ASGI message 'websocket.send' or 'websocket.close', ..."
+    "uvicorn-wsproto": (RuntimeError, DROPPED),
+    "uvicorn-websockets": (RuntimeError, DROPPED),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_starlette_http_exception_after_accept(kind: str) -> None:
+    """Fact: Starlette answers an HTTPException raised after accept with websocket.http.response.start, which
+    uvicorn refuses with RuntimeError (client 1006) and hypercorn with its UnexpectedMessageError, a plain
+    Exception (client 1011), while the client is there."""
+    from starlette.exceptions import HTTPException
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raise HTTPException(status_code=503)
+
+    refused: list[BaseException] = []
+    app = recording(Starlette(routes=[WebSocketRoute("/", endpoint)]), refused)
+    async with run_server(app, kind) as url:
+        code = await closed_code(url)
+    expected, expected_code = HTTP_AFTER_ACCEPT[kind]
+    assert [type(exc) for exc in refused] == ([expected] if expected else [])
+    assert code == expected_code
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_unencodable_text_frame_is_refused_while_connected(kind: str) -> None:
+    """Fact: a text frame holding a lone surrogate makes every server's send raise UnicodeEncodeError while the
+    client is connected; the connection stays usable (the app's close 4000 that follows arrives)."""
+    raised: list[type[BaseException] | None] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        raised.append(await attempt(send, {"type": "websocket.send", "text": "model output \ud800"}))
+        await send({"type": "websocket.close", "code": 4000})
+
+    async with run_server(app, kind) as url:
+        assert await closed_code(url) == 4000
+    assert raised == [UnicodeEncodeError]
+
+
+RETURNED_WITHOUT_CLOSE = {
+    "hypercorn": 1011,
+    "uvicorn": DROPPED,
+    "uvicorn-wsproto": DROPPED,
+    "uvicorn-websockets": DROPPED,
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_app_returning_after_accept_without_close(kind: str) -> None:
+    """Fact: an app that returns after accept without closing leaves the client a dropped connection (1006) on
+    uvicorn and a bare 1011 on hypercorn (its app_send(None) while CONNECTED sends INTERNAL_ERROR)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    async with run_server(app, kind) as url:
+        assert await closed_code(url) == RETURNED_WITHOUT_CLOSE[kind]
