@@ -125,6 +125,7 @@ REFUSAL: dict[str, tuple[type[BaseException] | None, type[BaseException] | None]
     "uvicorn-websockets-sansio": (ClientDisconnected, None),
     "uvicorn-wsproto": (ClientDisconnected, ClientDisconnected),
     "uvicorn-websockets": (RuntimeError, RuntimeError),  # "Unexpected ASGI message ..."
+    "granian": (None, None),
 }
 
 
@@ -138,7 +139,7 @@ async def attempt(send: Send, message: dict[str, Any]) -> type[BaseException] | 
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("kind", [*SERVER_KINDS, "uvicorn-websockets-sansio"])
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "uvicorn-websockets-sansio", "granian"])
 async def test_send_or_close_after_client_left(kind: str) -> None:
     """Fact: after the client left, uvicorn legacy refuses a send or a close with RuntimeError, wsproto with
     OSError (ClientDisconnected), sansio refuses a send with ClientDisconnected (a close passes), hypercorn
@@ -355,11 +356,12 @@ HTTP_AFTER_ACCEPT: dict[str, tuple[type[BaseException] | None, int]] = {
     "uvicorn": (RuntimeError, DROPPED),  # "Expected ASGI message 'websocket.send' or 'websocket.close', ..."
     "uvicorn-wsproto": (RuntimeError, DROPPED),
     "uvicorn-websockets": (RuntimeError, DROPPED),
+    "granian": (RuntimeError, 1005),
 }
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("kind", SERVER_KINDS)
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "granian"])
 async def test_starlette_http_exception_after_accept(kind: str) -> None:
     """Fact: Starlette answers an HTTPException raised after accept with websocket.http.response.start, which
     uvicorn refuses with RuntimeError (client 1006) and hypercorn with its UnexpectedMessageError, a plain
@@ -380,11 +382,13 @@ async def test_starlette_http_exception_after_accept(kind: str) -> None:
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("kind", SERVER_KINDS)
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "granian"])
 async def test_unencodable_text_frame_is_refused_while_connected(kind: str) -> None:
-    """Fact: a text frame holding a lone surrogate makes every server's send raise UnicodeEncodeError while the
-    client is connected; the connection stays usable (the app's close 4000 that follows arrives)."""
+    """Fact: a text frame holding a lone surrogate makes the server's send raise UnicodeEncodeError while the
+    client is connected (granian instead sends an empty text frame); the connection stays usable (the app's
+    close 4000 that follows arrives)."""
     raised: list[type[BaseException] | None] = []
+    received: list[str | bytes] = []
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "websocket":
@@ -394,9 +398,15 @@ async def test_unencodable_text_frame_is_refused_while_connected(kind: str) -> N
         raised.append(await attempt(send, {"type": "websocket.send", "text": "model output \ud800"}))
         await send({"type": "websocket.close", "code": 4000})
 
-    async with run_server(app, kind) as url:
-        assert await closed_code(url) == 4000
-    assert raised == [UnicodeEncodeError]
+    async with run_server(app, kind) as url, asyncio.timeout(WAIT_S), connect(url) as ws:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                received.append(await ws.recv())
+        assert ws.close_code == 4000
+    if kind == "granian":
+        assert (raised, received) == ([None], [""])
+    else:
+        assert (raised, received) == ([UnicodeEncodeError], [])
 
 
 RETURNED_WITHOUT_CLOSE = {
@@ -404,11 +414,12 @@ RETURNED_WITHOUT_CLOSE = {
     "uvicorn": DROPPED,
     "uvicorn-wsproto": DROPPED,
     "uvicorn-websockets": DROPPED,
+    "granian": 1005,
 }
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("kind", SERVER_KINDS)
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "granian"])
 async def test_app_returning_after_accept_without_close(kind: str) -> None:
     """Fact: an app that returns after accept without closing leaves the client a dropped connection (1006) on
     uvicorn and a bare 1011 on hypercorn (its app_send(None) while CONNECTED sends INTERNAL_ERROR)."""
