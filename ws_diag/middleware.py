@@ -247,19 +247,26 @@ class DiagnosticsMiddleware:
         Without this the client sees a dropped connection (uvicorn: 1006) or a bare 1011
         (hypercorn sends INTERNAL_ERROR for an app that finished while connected), though
         the app did nothing wrong. A refusal is the server saying the client already left
-        (wsproto's ``OSError``, a ``RuntimeError`` from uvicorn's legacy implementation or
-        granian): a quiet departure. Bounded by ``send_timeout``.
+        (wsproto's ``OSError``, a ``RuntimeError`` from uvicorn's legacy implementation): a
+        quiet departure. Bounded by ``send_timeout``; one timer per session that returns unclosed.
         """
         state.finished = True
+        refused: type[Exception] | None = None  # the type only: no frame <-> traceback cycle
         try:
             async with asyncio.timeout(self.settings.send_timeout):
-                await send({"type": "websocket.close", "code": CLOSE_NORMAL, "reason": ""})
+                try:
+                    await send({"type": "websocket.close", "code": CLOSE_NORMAL, "reason": ""})
+                except Exception as err:
+                    refused = type(err)
         except TimeoutError:
             logger.debug("client too slow for the closing 1000", extra={"ws_diag_event": "send_timeout"})
-        except Exception as err:
+            return
+        except RuntimeError:
+            return  # no asyncio event loop (hypercorn's trio worker): the server closes, as without ws_diag
+        if refused is not None:
             logger.debug(
                 "client gone: the server refused the close after the app returned (%s)",
-                type(err).__name__,
+                refused.__name__,
                 extra={"ws_diag_event": "client_gone", "path": state.scope.get("path")},
             )
             self._mark_gone(state)
