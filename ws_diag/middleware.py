@@ -277,7 +277,11 @@ class DiagnosticsMiddleware:
         if kind == "websocket.close" and not state.finished:
             await self._on_close(state, send, message)
             return
-        await self._forward(state, send, message)
+        try:
+            await send(message)  # odd sequences are the server's to judge
+        except OSError:
+            self._mark_gone(state)  # the client left: nothing of ours may follow
+            raise
         if kind == "websocket.accept":
             state.accepted = True
             logger.debug(
@@ -313,15 +317,11 @@ class DiagnosticsMiddleware:
                     return
         if state.accepted:
             await self._send_app_close(state, send, repaired_close(message))
-        else:
-            await self._forward(state, send, message)
-
-    async def _forward(self, state: Connection, send: Send, message: Message) -> None:
-        """Hand ``message`` to the server; an ``OSError`` means the client left."""
+            return
         try:
-            await send(message)  # odd sequences are the server's to judge
+            await send(message)  # before accept: HTTP 403, the server's to send
         except OSError:
-            self._mark_gone(state)  # the client left: nothing of ours may follow
+            self._mark_gone(state)
             raise
 
     async def _send_app_close(self, state: Connection, send: Send, message: Message) -> None:
