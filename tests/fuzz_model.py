@@ -17,12 +17,13 @@ made of them) are another connection's departure.
 :class:`Oracle` walks the wrapped app's log next to the server's records and asserts that
 every message is the app's own, unchanged, except for the documented rewrites, which it
 checks in detail: departures decided from the connection's own evidence (:func:`departure`:
-its own send's refusals, a tracked disconnect, a disconnect type that did not come through
-another connection's send), failure closes (:func:`is_failure_close`) diagnosed by the
-exception the app was handling, repaired closes (every undeliverable code becomes 1011), the
-first refused message as a departure, the private-range retry of a later close and of the
-app's own close. It also predicts the ``ws_diag`` records above DEBUG and the
-``on_diagnosis`` events (the ``diagnosis:`` line after delivery, with the code sent). The
+its own send's ``OSError`` refusals, a tracked disconnect, a disconnect type that did not
+come through another connection's send), failure closes (:func:`is_failure_close`) diagnosed
+by the exception the app was handling, repaired closes (every undeliverable code becomes
+1011), the first refused message as a departure (an app close then handed over unchanged),
+the private-range retry of a later close and of the app's own close, the closing 1000 of an
+app that returned after accept without closing. It also predicts the ``ws_diag`` records
+above DEBUG and the ``on_diagnosis`` events (the ``diagnosis:`` line after delivery, with the code sent). The
 other checks (exception identity, app-level equivalence with the bare app, wire validity,
 at most one close, nothing after a disconnect) are small functions after it.
 ``real_cases``/``run_real``/``check_real`` do the same through real servers and a real client.
@@ -1029,19 +1030,19 @@ def _foreign(disconnect: BaseException, own: set[int], peers: bool) -> bool:
     return False
 
 
-def departure(
-    exc: BaseException, own: set[int], accepted: bool, broken: bool = False, *, peers: bool = True
-) -> tuple[bool, bool]:
+def departure(exc: BaseException, own: set[int], broken: bool = False, *, peers: bool = True) -> tuple[bool, bool]:
     """(client gone, a classifier rule raised on the way): rule 1, from this connection's own evidence.
 
-    Walking the chain: an exception raised through this connection's own ``send`` (``own``: the
-    server's refusals; after accept any type, before accept an ``OSError``), or a disconnect type
+    Walking the chain: an ``OSError`` raised through this connection's own ``send`` (``own``: the
+    server's refusals; any other refusal, such as uvicorn-websockets' ``RuntimeError``, a strict
+    server's protocol refusal or daphne's close-code ``Exception``, is no evidence: the
+    intervention's first message decides), or a disconnect type
     that did not come through another connection's send (``peers``: see :func:`_foreign`) and was
     raised with the received ``websocket.disconnect`` in hand (``IN_HAND_MARK``). A rule that
     raises ends the walk: not gone.
     """
     for candidate in exception_chain(exc):
-        if id(candidate) in own and (accepted or isinstance(candidate, OSError)):
+        if id(candidate) in own and isinstance(candidate, OSError):
             return True, False
         try:
             outcome = _lookup(candidate, broken)
@@ -1204,8 +1205,12 @@ class Oracle:
         for index, event in enumerate(log):
             if event.kind == "receive":
                 assert event.snapshot is not None
-                if self.settings.track_disconnect and event.snapshot["type"] == "websocket.disconnect":
-                    self.state.gone = True
+                if (
+                    self.settings.track_disconnect
+                    and event.snapshot["type"] == "websocket.disconnect"
+                    and not self.state.finished
+                ):
+                    self.state.gone = True  # rule 1: a tracked disconnect while the session is open
             elif event.kind == "send":
                 self._app_send(event, by_call.pop(index, []))
         end = by_call.pop(None, [])
@@ -1219,7 +1224,7 @@ class Oracle:
         return next(i for i, r in enumerate(self.run.server.records) if r is record)
 
     def _departure(self, exc: BaseException) -> bool:
-        gone, broke = departure(exc, self.own, self.state.accepted, self.broken_rule)
+        gone, broke = departure(exc, self.own, self.broken_rule)
         if broke:
             self.logs["fallback"] += 1  # documented: ws_diag's own error, logged; not gone
         return gone
@@ -1376,12 +1381,16 @@ class Oracle:
                 continue
             if index == 0:
                 # Rule 5: the first message refused means the client left: DEBUG only, nothing more of
-                # ws_diag's, no diagnosis; an app close being diagnosed is handed over without the retry.
+                # ws_diag's, no diagnosis; an app close being diagnosed is handed over unchanged
+                # (not repaired, not retried): the server answers it as it would without ws_diag.
                 self.outcome.first_refused += 1
                 self.state.gone = True
                 if app_close is None:
                     return True, None
-                return True, self._own_close(pending, app_close)
+                handed = self._take(pending, "the app's close, unchanged")
+                assert handed.snapshot == dict(app_close), (handed.snapshot, app_close)
+                handed.origin = "app"
+                return True, handed.error
             retry_code = strict_retry_code(record.snapshot.get("code"))
             if record.snapshot["type"] == "websocket.close" and not isinstance(record.error, OSError) and retry_code:
                 retry = last = self._take(pending, "the close retried in the private range")
@@ -1445,6 +1454,15 @@ class Oracle:
         state = self.state
         if isinstance(escaped, asyncio.CancelledError) and state.accepted and not (state.finished or state.gone):
             self._restart(list(records))  # the server cancelled an open session: it is shutting down
+            return
+        if escaped is None and state.accepted and not (state.finished or state.gone):
+            pending = list(records)
+            # Rule 9: returned after accept without closing: ws_diag closes with 1000, once; a
+            # refusal is the client having left (DEBUG only).
+            close = self._take(pending, "the closing 1000")
+            close.origin = "ws_diag"
+            assert close.snapshot == {"type": "websocket.close", "code": 1000, "reason": ""}, close
+            assert not pending, f"sent after the closing 1000: {pending}"
             return
         if not isinstance(escaped, Exception):  # returned, or a BaseException: untouched
             assert records == [], f"sent after the app ended with {escaped!r}: {records}"
@@ -1846,32 +1864,50 @@ def _expected_end(run: RealRun, settings: DiagSettings) -> tuple[str, Any]:
         elif kind == "websocket.http.response.start" and event.outcome == "ok" and not accepted:
             return "handshake", event.snapshot["status"]
         elif kind == "websocket.close":
-            code = event.snapshot.get("code", 1000)
-            handled = event.handling
-            if (
-                is_failure_close(code, accepted, settings)
-                and not gone
-                and not (handled is not None and departure(handled, own, accepted, peers=False)[0])
-            ):
-                expected = expected_diagnosis(handled, app_close=event.snapshot, scheme=settings.code_scheme)
-                assert isinstance(expected, Expected)
-                wire = expected.component.code if settings.code_scheme == "private" else None
-                reason = event.snapshot.get("reason")
-                return "diag", (wire, reason if isinstance(reason, str) and reason.strip() else None)
-            if not accepted:
-                return "handshake", 403
-            return "close", (repaired_code(code), event.snapshot.get("reason"))
+            return _close_end(event, accepted, gone, own, settings)
         elif isinstance(event.outcome, OSError) and kind != "websocket.send":
             gone = True  # documented: a failed accept or HTTP response means the client left
     escaped = run.app.escaped
     if escaped is None:
-        return ("server", None) if accepted else ("handshake", 500)
-    if gone or departure(escaped, own, accepted, peers=False)[0]:
+        return _returned_end(accepted, gone)
+    if gone or departure(escaped, own, peers=False)[0]:
         # Nothing sent: the server decides (uvicorn drops the handshake of a ClientDisconnected).
         return ("server", None) if accepted else ("handshake", None)
-    expected = expected_diagnosis(escaped)
-    if expected == FALLBACK:
+    if expected_diagnosis(escaped) == FALLBACK:
         return ("close", (1011, "")) if accepted else ("handshake", 500)
+    return _diagnosed_end(escaped, settings)
+
+
+def _returned_end(accepted: bool, gone: bool) -> tuple[str, Any]:
+    """The end of a run whose app returned without closing: rule 9, ws_diag closes with 1000 after accept."""
+    if not accepted:
+        return "handshake", 500
+    return ("server", None) if gone else ("close", (1000, ""))
+
+
+def _close_end(event: AppEvent, accepted: bool, gone: bool, own: set[int], settings: DiagSettings) -> tuple[str, Any]:
+    """The end of a run whose app closed first: diagnosed (a failure close), else its own close or a denial."""
+    assert event.snapshot is not None
+    code = event.snapshot.get("code", 1000)
+    handled = event.handling
+    if (
+        is_failure_close(code, accepted, settings)
+        and not gone
+        and not (handled is not None and departure(handled, own, peers=False)[0])
+    ):
+        expected = expected_diagnosis(handled, app_close=event.snapshot, scheme=settings.code_scheme)
+        assert isinstance(expected, Expected)
+        wire = expected.component.code if settings.code_scheme == "private" else None
+        reason = event.snapshot.get("reason")
+        return "diag", (wire, reason if isinstance(reason, str) and reason.strip() else None)
+    if not accepted:
+        return "handshake", 403
+    return "close", (repaired_code(code), event.snapshot.get("reason"))
+
+
+def _diagnosed_end(exc: BaseException | None, settings: DiagSettings) -> tuple[str, Any]:
+    """The end of a run diagnosed from ``exc``: frame and component close (its wire code in the private scheme)."""
+    expected = expected_diagnosis(exc, scheme=settings.code_scheme)
     assert isinstance(expected, Expected)
     return "diag", (expected.component.code if settings.code_scheme == "private" else None, None)
 

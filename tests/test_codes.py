@@ -104,8 +104,12 @@ def test_truncate_reason_on_character_boundary(reason: str) -> None:
 
 
 def test_truncate_reason_replaces_unencodable_text() -> None:
-    """A lone surrogate cannot be sent as UTF-8: it becomes '?' instead of an error."""
-    assert truncate_reason("bad \udc80 text") == "bad ? text"
+    """A lone surrogate cannot be sent as UTF-8: it becomes U+FFFD (a written pair is joined), then the cut applies."""
+    assert truncate_reason("bad \udc80 text") == "bad \ufffd text"
+    assert truncate_reason("\ud83d\ude00") == "\U0001f600"
+    cut = truncate_reason("\ud800" * 100)  # 100 x 3 bytes once replaced: cut on a character boundary
+    assert cut == "\ufffd" * 41
+    assert len(cut.encode("utf-8")) == 123
 
 
 def test_custom_component_valid() -> None:

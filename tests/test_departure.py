@@ -76,7 +76,7 @@ def test_own_send_failure_means_own_client_left(make_send: Any) -> None:
     mine = FakeServerConnection(gone=True)
     send = make_send(mine)
     exc = asyncio.run(raised(starlette_like_send(send)))
-    assert client_left(exc, send, Classifier(), accepted=True)
+    assert client_left(exc, send, Classifier())
 
 
 @pytest.mark.parametrize("make_send", [lambda s: s.send, lambda s: wrapping_send(s.send), CallableSend])
@@ -85,7 +85,7 @@ def test_peer_send_failure_is_not_this_clients_departure(make_send: Any) -> None
     mine, peer = FakeServerConnection(gone=False), FakeServerConnection(gone=True)
     exc = asyncio.run(raised(starlette_like_send(make_send(peer))))
     assert isinstance(exc, WebSocketDisconnect)
-    assert not client_left(exc, make_send(mine), Classifier(), accepted=True)
+    assert not client_left(exc, make_send(mine), Classifier())
 
 
 def test_closing_a_departed_peer_is_not_this_clients_departure() -> None:
@@ -99,7 +99,7 @@ def test_closing_a_departed_peer_is_not_this_clients_departure() -> None:
             raise RuntimeError('Cannot call "send" once a close message has been sent.')  # noqa: B904
 
     exc = asyncio.run(raised(close_peer()))
-    assert not client_left(exc, mine.send, Classifier(), accepted=True)
+    assert not client_left(exc, mine.send, Classifier())
 
 
 async def receive_text(receive: Any) -> str:
@@ -118,7 +118,7 @@ def test_disconnect_from_receive_is_this_clients() -> None:
 
     mine = FakeServerConnection(gone=False)
     exc = asyncio.run(raised(receive_text(receive)))
-    assert client_left(exc, mine.send, Classifier(), accepted=True)
+    assert client_left(exc, mine.send, Classifier())
 
 
 def test_disconnect_raised_by_the_app_itself_is_no_evidence() -> None:
@@ -129,18 +129,34 @@ def test_disconnect_raised_by_the_app_itself_is_no_evidence() -> None:
 
     mine = FakeServerConnection(gone=False)
     exc = asyncio.run(raised(endpoint()))
-    assert not client_left(exc, mine.send, Classifier(), accepted=True)
+    assert not client_left(exc, mine.send, Classifier())
 
 
-def test_any_refusal_of_own_send_after_accept_means_gone() -> None:
-    """uvicorn's legacy implementation refuses a departed client's send with RuntimeError: gone, after accept only."""
-    mine = FakeServerConnection(gone=True, refusal=RuntimeError)
+@pytest.mark.parametrize("refusal", [RuntimeError, UnicodeEncodeError, Exception])
+def test_non_oserror_refusal_of_own_send_is_no_departure(refusal: type[Exception]) -> None:
+    """A refusal of this connection's own send other than an OSError (uvicorn refusing Starlette's HTTP answer
+    after accept, an un-encodable frame, legacy uvicorn after a departure) is no evidence: the frame decides."""
+
+    class Refusing(FakeServerConnection):
+        async def send(self, message: Any) -> None:
+            if refusal is UnicodeEncodeError:
+                "\ud800".encode()
+            raise refusal("refused")
+
+    mine = Refusing(gone=False)
     exc = asyncio.run(raised(mine.send({})))
-    assert client_left(exc, mine.send, Classifier(), accepted=True)
-    assert not client_left(exc, mine.send, Classifier(), accepted=False)  # before accept: the app's bug
+    assert isinstance(exc, refusal)
+    assert not client_left(exc, mine.send, Classifier())
+
+
+def test_oserror_refusal_of_own_send_means_gone() -> None:
+    """An OSError from this connection's own send (wsproto's and sansio's ClientDisconnected, a reset): gone."""
+    mine = FakeServerConnection(gone=True, refusal=BrokenPipeError)
+    exc = asyncio.run(raised(mine.send({})))
+    assert client_left(exc, mine.send, Classifier())
 
 
 def test_unrelated_exception_is_not_a_departure() -> None:
     """An app bug with no disconnect and no send failure in its chain: the client is still there."""
     mine = FakeServerConnection(gone=False)
-    assert not client_left(KeyError("x"), mine.send, Classifier(), accepted=True)
+    assert not client_left(KeyError("x"), mine.send, Classifier())

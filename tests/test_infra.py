@@ -86,9 +86,10 @@ async def test_server_logs_app_exception(
 
 
 def test_server_matrix() -> None:
-    """The matrix is hypercorn plus uvicorn's default and both other implementations; sansio and daphne on demand."""
+    """The matrix is hypercorn plus uvicorn's default and both other implementations; sansio, granian and daphne
+    on demand."""
     assert SERVER_KINDS == ("hypercorn", "uvicorn", "uvicorn-wsproto", "uvicorn-websockets")
-    assert set(KINDS) == {*SERVER_KINDS, "uvicorn-websockets-sansio", "daphne"}
+    assert set(KINDS) == {*SERVER_KINDS, "uvicorn-websockets-sansio", "granian", "daphne"}
 
 
 @pytest.mark.asyncio

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 import uvicorn
+from hypercorn.utils import UnexpectedMessageError
 from servers import SERVER_KINDS, run_daphne, run_server
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -124,6 +125,7 @@ REFUSAL: dict[str, tuple[type[BaseException] | None, type[BaseException] | None]
     "uvicorn-websockets-sansio": (ClientDisconnected, None),
     "uvicorn-wsproto": (ClientDisconnected, ClientDisconnected),
     "uvicorn-websockets": (RuntimeError, RuntimeError),  # "Unexpected ASGI message ..."
+    "granian": (None, None),
 }
 
 
@@ -137,7 +139,7 @@ async def attempt(send: Send, message: dict[str, Any]) -> type[BaseException] | 
 
 
 @pytest.mark.asyncio
-@pytest.mark.parametrize("kind", [*SERVER_KINDS, "uvicorn-websockets-sansio"])
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "uvicorn-websockets-sansio", "granian"])
 async def test_send_or_close_after_client_left(kind: str) -> None:
     """Fact: after the client left, uvicorn legacy refuses a send or a close with RuntimeError, wsproto with
     OSError (ClientDisconnected), sansio refuses a send with ClientDisconnected (a close passes), hypercorn
@@ -419,3 +421,107 @@ async def test_socketio_handles_handler_errors_inside_its_protocol(kind: str) ->
     closes = [m.get("code", 1000) for m in sent if m["type"] == "websocket.close"]
     assert all(code == 1000 for code in closes)
     assert all(m["text"][:1].isdigit() for m in sent if m["type"] == "websocket.send")
+
+
+# -- refusals while the client is still there; an app that returns without closing -------------
+
+
+def recording(app: Callable[..., Awaitable[None]], refused: list[BaseException]) -> Callable[..., Awaitable[None]]:
+    """``app`` with every exception its server ``send`` raised appended to ``refused``."""
+
+    async def wrapper(scope: Scope, receive: Receive, send: Send) -> None:
+        async def recording_send(message: dict[str, Any]) -> None:
+            try:
+                await send(message)
+            except Exception as exc:
+                refused.append(exc)
+                raise
+
+        await app(scope, receive, recording_send)
+
+    return wrapper
+
+
+# What the server's send does with Starlette's HTTP answer to an HTTPException raised after accept,
+# and the close code the client then sees (nothing catches what escapes the app).
+HTTP_AFTER_ACCEPT: dict[str, tuple[type[BaseException] | None, int]] = {
+    "hypercorn": (UnexpectedMessageError, 1011),  # not discarded (0.18): refused, then hypercorn's INTERNAL_ERROR
+    "uvicorn": (RuntimeError, DROPPED),  # "Expected ASGI message 'websocket.send' or 'websocket.close', ..."
+    "uvicorn-wsproto": (RuntimeError, DROPPED),
+    "uvicorn-websockets": (RuntimeError, DROPPED),
+    "granian": (RuntimeError, 1005),
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "granian"])
+async def test_starlette_http_exception_after_accept(kind: str) -> None:
+    """Fact: Starlette answers an HTTPException raised after accept with websocket.http.response.start, which
+    uvicorn refuses with RuntimeError (client 1006) and hypercorn with its UnexpectedMessageError, a plain
+    Exception (client 1011), while the client is there."""
+    from starlette.exceptions import HTTPException
+
+    async def endpoint(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raise HTTPException(status_code=503)
+
+    refused: list[BaseException] = []
+    app = recording(Starlette(routes=[WebSocketRoute("/", endpoint)]), refused)
+    async with run_server(app, kind) as url:
+        code = await closed_code(url)
+    expected, expected_code = HTTP_AFTER_ACCEPT[kind]
+    assert [type(exc) for exc in refused] == ([expected] if expected else [])
+    assert code == expected_code
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "granian"])
+async def test_unencodable_text_frame_is_refused_while_connected(kind: str) -> None:
+    """Fact: a text frame holding a lone surrogate makes the server's send raise UnicodeEncodeError while the
+    client is connected (granian instead sends an empty text frame); the connection stays usable (the app's
+    close 4000 that follows arrives)."""
+    raised: list[type[BaseException] | None] = []
+    received: list[str | bytes] = []
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+        raised.append(await attempt(send, {"type": "websocket.send", "text": "model output \ud800"}))
+        await send({"type": "websocket.close", "code": 4000})
+
+    async with run_server(app, kind) as url, asyncio.timeout(WAIT_S), connect(url) as ws:
+        with contextlib.suppress(ConnectionClosed):
+            while True:
+                received.append(await ws.recv())
+        assert ws.close_code == 4000
+    if kind == "granian":
+        assert (raised, received) == ([None], [""])
+    else:
+        assert (raised, received) == ([UnicodeEncodeError], [])
+
+
+RETURNED_WITHOUT_CLOSE = {
+    "hypercorn": 1011,
+    "uvicorn": DROPPED,
+    "uvicorn-wsproto": DROPPED,
+    "uvicorn-websockets": DROPPED,
+    "granian": 1005,
+}
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "granian"])
+async def test_app_returning_after_accept_without_close(kind: str) -> None:
+    """Fact: an app that returns after accept without closing leaves the client a dropped connection (1006) on
+    uvicorn and a bare 1011 on hypercorn (its app_send(None) while CONNECTED sends INTERNAL_ERROR)."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        await send({"type": "websocket.accept"})
+
+    async with run_server(app, kind) as url:
+        assert await closed_code(url) == RETURNED_WITHOUT_CLOSE[kind]

@@ -135,6 +135,9 @@ _BUILTIN_NAMED_RULES: tuple[tuple[str, Outcome | _LLM, Predicate | None], ...] =
         for module in (package, f"{package}._exceptions")
         for name in _LLM_ERRORS
     ),
+    # Text the handler produced that UTF-8 cannot encode (a lone surrogate): the server's
+    # send refuses the frame while the client is there. No dependency failed.
+    ("builtins.UnicodeEncodeError", Component.HANDLER, None),
     ("starlette.websockets.WebSocketDisconnect", CLIENT_GONE, None),
     ("uvicorn.protocols.utils.ClientDisconnected", CLIENT_GONE, None),
 )
@@ -182,6 +185,10 @@ class Classifier:
     - ``llm_component`` (INTEGRATION by default): the OpenAI and Anthropic SDKs'
       ``APIConnectionError`` (``APITimeoutError`` included), ``RateLimitError``
       (429) and ``InternalServerError`` (5xx, Anthropic's 529 overloaded included).
+    - HANDLER: ``UnicodeEncodeError``: the handler produced text that UTF-8 cannot
+      encode (a lone surrogate, say from a model's output), which the server refuses
+      to send; it is the message the handler built that failed, not a dependency, and
+      the same message would fail again.
     - :data:`CLIENT_GONE`: Starlette's ``WebSocketDisconnect`` and uvicorn's
       ``ClientDisconnected``.
     - HANDLER (4004, not retryable), only when nothing above and no origin rule

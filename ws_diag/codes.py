@@ -36,6 +36,7 @@ __all__ = [
     "seed_component",
     "strict_fallback_code",
     "truncate_reason",
+    "valid_utf8",
     "validate_components",
     "wire_code",
 ]
@@ -114,18 +115,25 @@ def is_failure_close_code(code: object) -> bool:
     return isinstance(code, int) and code in _SEED_FAILURE_CODES
 
 
-def truncate_reason(reason: str) -> str:
-    """Cut a close reason to at most 123 UTF-8 bytes, on a character boundary.
+def valid_utf8(text: str) -> str:
+    """``text`` as valid UTF-8 text: surrogates written as a pair are joined, lone ones become U+FFFD.
 
-    Characters that cannot be encoded (lone surrogates) are replaced by ``?``.
+    A Python string may hold lone surrogates (a model's output, ``"\\ud800"`` in JSON);
+    UTF-8 cannot encode them, so a server refuses a frame or close reason holding one.
     """
     try:
-        encoded = reason.encode("utf-8")
+        text.encode("utf-8")
     except UnicodeEncodeError:
-        encoded = reason.encode("utf-8", "replace")
-    else:
-        if len(encoded) <= MAX_REASON_BYTES:
-            return reason
+        return text.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+    return text
+
+
+def truncate_reason(reason: str) -> str:
+    """Valid UTF-8 of at most 123 bytes: lone surrogates replaced (U+FFFD), then cut on a character boundary."""
+    reason = valid_utf8(reason)
+    encoded = reason.encode("utf-8")
+    if len(encoded) <= MAX_REASON_BYTES:
+        return reason
     # Dropping the bytes of a character cut in two keeps the text valid UTF-8.
     return encoded[:MAX_REASON_BYTES].decode("utf-8", "ignore")
 

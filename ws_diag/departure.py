@@ -6,8 +6,8 @@ client vanished. The server refuses A's send (uvicorn raises its
 and that exception escapes *B's* handler. A disconnect type somewhere in the
 chain therefore says nothing about B's client. What does:
 
-- the exception passed through a call of B's own server ``send`` (B's send
-  failed: after accept any refusal, before accept an ``OSError``), or
+- an ``OSError`` (uvicorn's ``ClientDisconnected``, a reset connection) passed
+  through a call of B's own server ``send``: the server says B's peer is gone, or
 - a disconnect type (Starlette's ``WebSocketDisconnect``, uvicorn's
   ``ClientDisconnected``) raised where a ``websocket.disconnect`` message was
   in hand (Starlette's ``_raise_on_disconnect(message)``, an app's
@@ -17,6 +17,15 @@ chain therefore says nothing about B's client. What does:
 
 A disconnect that passed through a call of the same ``send`` function bound to
 *another* connection is that connection's departure, not B's.
+
+Any other refusal by B's own ``send`` says nothing of the kind: uvicorn refuses
+Starlette's HTTP answer to an ``HTTPException`` raised after accept with a
+``RuntimeError``, and a text frame holding a lone surrogate makes the server's
+``send`` raise ``UnicodeEncodeError``, both while the client is there. Those are
+the app's failures. The one ambiguous refusal (uvicorn's legacy implementation
+and granian refuse a send to a departed client with a plain ``RuntimeError``, the
+same type) is settled by the responder: it tries the frame, and the server
+refusing ws_diag's first message is the departure.
 
 This runs only on the failure path: it walks the exception chain and each
 traceback, comparing the frames of the server's ``send`` with B's own callable
@@ -95,21 +104,23 @@ class CallSite:
         return verdict
 
 
-def client_left(exc: BaseException, send: object, classifier: Classifier, *, accepted: bool) -> bool:
+def client_left(exc: BaseException, send: object, classifier: Classifier) -> bool:
     """Tell whether ``exc`` says that the client of the connection whose server ``send`` this is left.
 
     Args:
         exc: what the app raised, or the exception it was handling when it closed.
         send: the server's ``send`` callable of this connection, as ws_diag received it.
         classifier: its ``CLIENT_GONE`` rules name the disconnect types.
-        accepted: whether the connection was accepted; before accept only an ``OSError``
-            from the connection's own send means its client left (any other refusal is
-            the server rejecting an out-of-order message: the app's bug).
+
+    Only an ``OSError`` from the connection's own send counts as its send failing
+    because the peer left (the type every server but uvicorn's legacy implementation
+    and granian uses for it, pinned in ``tests/test_server_facts.py``); any other
+    refusal is the app's failure, or ambiguous, and left to the responder's first message.
     """
     site = CallSite.of(send)
     for candidate in exception_chain(exc):
-        if site is not None and site.raised_in(candidate) and (accepted or isinstance(candidate, OSError)):
-            return True  # this connection's own send failed
+        if isinstance(candidate, OSError) and site is not None and site.raised_in(candidate):
+            return True  # this connection's own send failed: the server says the peer is gone
         if (
             classifier.classify_one(candidate) is CLIENT_GONE
             and not _foreign(candidate, site)

@@ -59,13 +59,17 @@ def _as_tuple(hooks: _Hook | Iterable[_Hook]) -> tuple[_Hook, ...]:
     return (hooks,) if callable(hooks) else tuple(hooks)
 
 
-def _tracking(receive: Receive, state: Connection) -> Receive:
-    """``receive``, noting ``websocket.disconnect`` (track_disconnect: costs ~110 ns per message)."""
+def _tracking(receive: Receive, state: Connection, departed: Callable[[Connection], None]) -> Receive:
+    """``receive``, noting ``websocket.disconnect`` (track_disconnect: costs ~110 ns per message).
+
+    A disconnect while the session is still open (nobody closed it) is a departure:
+    ``departed`` marks it, once, like every other way of learning it.
+    """
 
     async def tracking_receive() -> Message:
         message = await receive()
-        if message["type"] == "websocket.disconnect":
-            state.gone = True
+        if message["type"] == "websocket.disconnect" and not state.finished:
+            departed(state)
         return message
 
     return tracking_receive
@@ -180,13 +184,16 @@ class DiagnosticsMiddleware:
         if self._events:
             self.lifecycle.opened(state)
         try:
-            await self.app(scope, _tracking(receive, state) if self._track else receive, wrapped_send)
+            await self.app(scope, _tracking(receive, state, self._mark_gone) if self._track else receive, wrapped_send)
         except Exception as exc:
             await self._on_exception(state, send, exc)
             raise
         except asyncio.CancelledError:
             await self._on_cancelled(state, send)
             raise
+        else:
+            if state.accepted and not (state.finished or state.gone):
+                await self._on_return(state, send)
         finally:
             if state.outcome == "open":  # returned; or cancelled after its own close, or before accept
                 state.outcome = "normal" if state.finished or state.accepted else "error"
@@ -234,24 +241,42 @@ class DiagnosticsMiddleware:
             else:
                 self._mark_gone(state)  # refused or too slow: nobody left to tell
 
+    async def _on_return(self, state: Connection, send: Send) -> None:
+        """The app returned after accept without closing: close 1000, once per connection.
+
+        Without this the client sees a dropped connection (uvicorn: 1006) or a bare 1011
+        (hypercorn sends INTERNAL_ERROR for an app that finished while connected), though
+        the app did nothing wrong. A refusal is the server saying the client already left
+        (wsproto's ``OSError``, a ``RuntimeError`` from uvicorn's legacy implementation): a
+        quiet departure. Bounded by ``send_timeout``; one timer per session that returns unclosed.
+        """
+        state.finished = True
+        refused: type[Exception] | None = None  # the type only: no frame <-> traceback cycle
+        try:
+            async with asyncio.timeout(self.settings.send_timeout):
+                try:
+                    await send({"type": "websocket.close", "code": CLOSE_NORMAL, "reason": ""})
+                except Exception as err:
+                    refused = type(err)
+        except TimeoutError:
+            logger.debug("client too slow for the closing 1000", extra={"ws_diag_event": "send_timeout"})
+            return
+        except RuntimeError:
+            return  # no asyncio event loop (hypercorn's trio worker): the server closes, as without ws_diag
+        if refused is not None:
+            logger.debug(
+                "client gone: the server refused the close after the app returned (%s)",
+                refused.__name__,
+                extra={"ws_diag_event": "client_gone", "path": state.scope.get("path")},
+            )
+            self._mark_gone(state)
+
     async def _on_control(self, state: Connection, send: Send, message: Message) -> None:
         """Every message but ``websocket.send``: accept, close, the HTTP denial, odd ones."""
         kind = message["type"]
         if kind == "websocket.close" and not state.finished:
-            state.finished = True
-            if not state.gone and self._is_failure(message, state.accepted):
-                # The exception the app is handling, if any: ``except DbError: await ws.close(1011)``.
-                handled = sys.exception()
-                if not (handled is not None and self._client_left(state, send, handled)):
-                    self._log_intercepted_close(state, message)
-                    intervention = await self.responder.intervene(state.scope, send, handled, message, state.accepted)
-                    await self._settle(state, intervention)
-                    if intervention.app_close is None:
-                        return
-            if state.accepted:
-                message = repaired_close(message)
-                await self._send_app_close(state, send, message)
-                return
+            await self._on_close(state, send, message)
+            return
         try:
             await send(message)  # odd sequences are the server's to judge
         except OSError:
@@ -267,7 +292,37 @@ class DiagnosticsMiddleware:
             if self._events:
                 self.lifecycle.accepted(state)
         elif kind == "websocket.http.response.start":
+            # After accept the servers refuse it (Starlette's answer to an HTTPException: uvicorn's
+            # RuntimeError, hypercorn's UnexpectedMessageError); that refusal escapes the app.
             state.finished = True
+
+    async def _on_close(self, state: Connection, send: Send, message: Message) -> None:
+        """The app's first close: diagnosed when it reports a failure, else handed over (repaired after accept)."""
+        state.finished = True
+        if not state.gone and self._is_failure(message, state.accepted):
+            # The exception the app is handling, if any: ``except DbError: await ws.close(1011)``.
+            handled = sys.exception()
+            if not (handled is not None and self._client_left(state, send, handled)):
+                self._log_intercepted_close(state, message)
+                intervention = await self.responder.intervene(state.scope, send, handled, message, state.accepted)
+                await self._settle(state, intervention)
+                if intervention.app_close is None:
+                    return
+                if intervention.gone:
+                    # The server refused ws_diag's first message: the client is gone. The app's
+                    # close goes to the server unchanged (not repaired), outside ws_diag's error
+                    # handling, so the server's answer and its __context__ chain are the ones
+                    # the app would meet without ws_diag.
+                    await send(message)
+                    return
+        if state.accepted:
+            await self._send_app_close(state, send, repaired_close(message))
+            return
+        try:
+            await send(message)  # before accept: HTTP 403, the server's to send
+        except OSError:
+            self._mark_gone(state)
+            raise
 
     async def _send_app_close(self, state: Connection, send: Send, message: Message) -> None:
         """The app's own close after accept, retried in the private range where a strict server refuses it.
@@ -283,7 +338,7 @@ class DiagnosticsMiddleware:
     def _client_left(self, state: Connection, send: Send, exc: BaseException) -> bool:
         """Decide from this connection's own evidence whether ``exc`` means its client left."""
         try:
-            left = client_left(exc, send, self.classifier, accepted=state.accepted)
+            left = client_left(exc, send, self.classifier)
         except Exception as err:  # a broken classifier rule: diagnose rather than lose the failure
             log_own_error("ws_diag could not tell whether the client left", err, "fallback")
             return False

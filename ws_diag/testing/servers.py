@@ -1,6 +1,6 @@
 """Run an ASGI app under a real server on a free loopback port, for tests and benchmarks.
 
-Needs the ``test`` extra (hypercorn, uvicorn, websockets, wsproto); daphne needs
+Needs the ``test`` extra (hypercorn, uvicorn, websockets, wsproto, granian); daphne needs
 the ``examples`` extra. Nothing here is imported by ``ws_diag`` itself.
 
 Usage::
@@ -24,6 +24,9 @@ kind                             server
 ``uvicorn-wsproto``              uvicorn ``--ws wsproto``
 ``uvicorn-websockets``           uvicorn ``--ws websockets``, the legacy implementation
                                  (deprecated by uvicorn, still shipped)
+``granian``                      granian's embedded server (``granian.server.embed``,
+                                 experimental upstream), ASGI without lifespan, in this
+                                 event loop; it binds its own socket (see below)
 ``daphne``                       ``python -m daphne`` in a subprocess; ``app`` must be an
                                  import string, resolved with this process's ``sys.path``
 ===============================  ===========================================================
@@ -34,7 +37,8 @@ both other uvicorn implementations; sansio is covered by the default row).
 Guarantees:
 
 - In-process servers get a socket bound *before* they start (no window in which
-  another process could take the port), created like ``hypercorn --bind`` and
+  another process could take the port; granian, which binds its own, gets the
+  port of one just closed), created like ``hypercorn --bind`` and
   ``uvicorn --host/--port`` create theirs: ``IPPROTO_TCP`` and ``TCP_NODELAY``, so
   the accepted connections do not hold small frames back (Nagle's algorithm plus
   the client's delayed ACK add about 40 ms to a frame followed by a close).
@@ -47,7 +51,8 @@ Guarantees:
 
 Server settings can be passed as ``options``: keyword arguments of
 ``uvicorn.Config`` (for example ``{"lifespan": "auto", "log_level": "info"}``; by
-default lifespan is ``"off"``) or attributes of ``hypercorn.config.Config``.
+default lifespan is ``"off"``), attributes of ``hypercorn.config.Config``, or
+keyword arguments of granian's embedded ``Server``.
 For daphne, :func:`run_daphne` (or :class:`DaphneServer`) also gives the
 server's log lines, its environment and extra command-line arguments.
 """
@@ -88,7 +93,7 @@ _UVICORN_WS: dict[str, str] = {
     "uvicorn-websockets": "websockets",
 }
 
-KINDS: tuple[str, ...] = (*SERVER_KINDS, "uvicorn-websockets-sansio", "daphne")
+KINDS: tuple[str, ...] = (*SERVER_KINDS, "uvicorn-websockets-sansio", "granian", "daphne")
 """Every kind :func:`run_server` accepts."""
 
 log = logging.getLogger(__name__)
@@ -157,6 +162,23 @@ def _start_hypercorn(app: ASGIApp, sock: socket.socket, graceful_s: float, optio
     stop = asyncio.Event()
     coro = hypercorn.asyncio.serve(app, config, shutdown_trigger=stop.wait, mode="asgi")
     return asyncio.create_task(coro, name=f"hypercorn:{port}"), stop.set
+
+
+def _start_granian(app: ASGIApp, sock: socket.socket, options: Mapping[str, Any]) -> _Start:
+    from granian.constants import Interfaces
+    from granian.server.embed import Server
+
+    host, port = sock.getsockname()[:2]
+    sock.close()  # granian binds its own socket; ours only reserved the port
+    settings: dict[str, Any] = {
+        "address": host,
+        "port": port,
+        "interface": Interfaces.ASGINL,  # no lifespan, like the other kinds' default
+        "log_enabled": False,
+    }
+    settings.update(options)
+    server = Server(app, **settings)
+    return asyncio.create_task(server.serve(), name=f"granian:{port}"), server.stop
 
 
 def _start_uvicorn(app: ASGIApp, sock: socket.socket, ws: str, graceful_s: float, options: Mapping[str, Any]) -> _Start:
@@ -290,6 +312,8 @@ async def run_server(
     try:
         if kind == "hypercorn":
             task, request_stop = _start_hypercorn(app, sock, graceful_s, options or {})
+        elif kind == "granian":
+            task, request_stop = _start_granian(app, sock, options or {})
         else:
             task, request_stop = _start_uvicorn(app, sock, _UVICORN_WS[kind], graceful_s, options or {})
         try:
