@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import glob
 import json
 import os
@@ -11,15 +10,14 @@ import subprocess
 import sys
 import textwrap
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+from multiworker import KINDS, poll, serving, workers_of
 from prometheus_client.multiprocess import MultiProcessCollector
 from prometheus_client.parser import text_string_to_metric_families
-from servers import free_port
 from websockets.exceptions import ConnectionClosedOK
 from websockets.sync.client import connect as ws_connect
 
@@ -101,30 +99,8 @@ def test_prometheus_multiprocess_mode(tmp_path: Any) -> None:
 # -- A worker killed for real: uvicorn --workers 2, gunicorn with uvicorn workers --------------------------------
 
 TESTS = Path(__file__).resolve().parent
-GUNICORN_CONF = TESTS.parent / "ops" / "gunicorn" / "gunicorn.conf.py"
-POLL_TIMEOUT = 30.0  # generous: two cores shared with other suites; each poll ends as soon as it sees the state
 UP = "ws_diag_component_up"
 UP_LABELS = {"probe": "dependency", "component": "redis"}
-
-
-def _children(pid: int) -> list[int]:
-    """Direct children of ``pid`` (Linux /proc)."""
-    found: list[int] = []
-    for path in glob.glob(f"/proc/{pid}/task/*/children"):
-        with contextlib.suppress(OSError):
-            found += [int(child) for child in Path(path).read_text().split()]
-    return found
-
-
-def _cmdline(pid: int) -> str:
-    with contextlib.suppress(OSError):
-        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
-    return ""
-
-
-def _workers(parent: int) -> set[int]:
-    """The server's worker processes (not multiprocessing's resource tracker)."""
-    return {pid for pid in _children(parent) if "resource_tracker" not in _cmdline(pid)}
 
 
 def _reading(directory: Path, pid: int) -> float | None:
@@ -150,49 +126,19 @@ def _scrape(client: httpx.Client, url: str) -> dict[str, float]:
     return found
 
 
-def _poll(what: str, check: Callable[[], Any], log: Path) -> Any:
-    """Call ``check`` until it returns something truthy, bounded by POLL_TIMEOUT."""
-    deadline = time.monotonic() + POLL_TIMEOUT
-    while time.monotonic() < deadline:
-        result = check()
-        if result:
-            return result
-        time.sleep(0.05)  # the next poll: the state comes from background probes in other processes
-    pytest.fail(f"never saw {what}; server log:\n{log.read_text()[-3000:]}")
-
-
-@pytest.mark.parametrize("server", ["uvicorn", "gunicorn", "gunicorn-child_exit"])
+@pytest.mark.parametrize("server", KINDS)
 def test_killed_worker_does_not_freeze_component_up(server: str, tmp_path: Path) -> None:
     """A SIGKILLed, respawned worker's stale 0 gives way: component_up turns 1 once the component recovers."""
     metrics_dir = tmp_path / "metrics"
     metrics_dir.mkdir()
     health = tmp_path / "health"
     health.write_text("down")
-    port = free_port()
-    url = f"http://127.0.0.1:{port}"
-    if server == "uvicorn":
-        command = [sys.executable, "-m", "uvicorn", "--app-dir", str(TESTS), "--workers", "2"]
-        command += ["--host", "127.0.0.1", "--port", str(port), "workers_app:app"]
-    else:
-        command = [sys.executable, "-m", "gunicorn", "-k", "uvicorn_worker.UvicornWorker", "-w", "2"]
-        command += ["-b", f"127.0.0.1:{port}", "--pythonpath", str(TESTS), "--graceful-timeout", "5"]
-        # gunicorn-child_exit: the recipe's config (mark_process_dead); plain gunicorn: no hook at all.
-        command += ["-c", str(GUNICORN_CONF) if server == "gunicorn-child_exit" else "/dev/null", "workers_app:app"]
     env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir), "WS_DIAG_TEST_HEALTH_FILE": str(health)}
     log = tmp_path / "server.log"
-    with log.open("w") as out:
-        process = subprocess.Popen(command, env=env, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    try:
+    with serving(server, "workers_app:app", app_dir=TESTS, env=env, log=log) as (parent, url):
         with httpx.Client(timeout=5) as client:
-            killed = _kill_and_recover(process.pid, server, client, url, metrics_dir, health, log)
-        assert killed not in _workers(process.pid)
-    finally:
-        process.terminate()
-        try:
-            process.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait(timeout=15)
+            killed = _kill_and_recover(parent, server, client, url, metrics_dir, health, log)
+        assert killed not in workers_of(parent)
 
 
 def _kill_and_recover(
@@ -206,7 +152,7 @@ def _kill_and_recover(
         except httpx.TransportError:
             return False
 
-    _poll("the server answering", answers, log)
+    poll("the server answering", answers, log)
     for _ in range(4):
         with ws_connect(f"{url.replace('http', 'ws', 1)}/ws", open_timeout=5) as ws, pytest.raises(ConnectionClosedOK):
             ws.recv(timeout=5)
@@ -214,15 +160,15 @@ def _kill_and_recover(
     def all_down(workers: set[int]) -> bool:
         return len(workers) == 2 and all(_reading(metrics_dir, pid) == 0 for pid in workers)
 
-    workers = _poll(
-        "both workers reporting the component down", lambda: (w := _workers(parent)) and all_down(w) and w, log
+    workers = poll(
+        "both workers reporting the component down", lambda: (w := workers_of(parent)) and all_down(w) and w, log
     )
     assert _scrape(client, url)[UP] == 0
     killed = min(workers)
     os.kill(killed, signal.SIGKILL)
-    respawned = _poll(
+    respawned = poll(
         "a respawned worker reporting the component down",
-        lambda: (w := _workers(parent)) and killed not in w and all_down(w) and w,
+        lambda: (w := workers_of(parent)) and killed not in w and all_down(w) and w,
         log,
     )
     assert respawned - workers, "no new worker"
@@ -230,10 +176,10 @@ def _kill_and_recover(
         # Nobody marked the killed worker dead: its reading (0) is still in the directory.
         assert _reading(metrics_dir, killed) == 0
     # Its counts too: 4 sessions, wherever they ran.
-    assert _poll("4 opened sessions", lambda: _scrape(client, url).get("ws_diag_sessions_opened_total") == 4, log)
+    assert poll("4 opened sessions", lambda: _scrape(client, url).get("ws_diag_sessions_opened_total") == 4, log)
     recovered_at = time.time()
     health.write_text("up")
-    scraped = _poll("component_up 1 after the recovery", lambda: (s := _scrape(client, url))[UP] == 1 and s, log)
+    scraped = poll("component_up 1 after the recovery", lambda: (s := _scrape(client, url))[UP] == 1 and s, log)
     # The check time is the newest check's, not the dead worker's.
     assert scraped["ws_diag_probe_last_check_timestamp_seconds"] >= recovered_at - 1
     return killed
