@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import signal
 import sys
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
+import multiworker
 import pytest
 import uvicorn
 from hypercorn.utils import UnexpectedMessageError
@@ -354,6 +358,62 @@ async def test_uvicorn_lifespan_auto_swallows_middleware_build_error(caplog: pyt
             await closed_code(url + "/ws")
         assert info.value.response.status_code == 500
     assert BrokenMiddleware.built == 3  # tried again on each request
+
+
+# -- several worker processes and prometheus_client's multi-process files -----------------------
+
+# Each worker sets a livemin gauge at startup; /metrics merges the directory's files.
+LIVEMIN_APP = """
+from prometheus_client import CollectorRegistry, Gauge, make_asgi_app, multiprocess
+
+up = Gauge("fact_up", "set at startup", multiprocess_mode="livemin")
+registry = CollectorRegistry()
+multiprocess.MultiProcessCollector(registry)
+exporter = make_asgi_app(registry)
+
+
+async def app(scope, receive, send):
+    if scope["type"] != "lifespan":
+        return await exporter(scope, receive, send)
+    while True:
+        message = await receive()
+        if message["type"] == "lifespan.startup":
+            up.set(0)
+            await send({"type": "lifespan.startup.complete"})
+        else:
+            await send({"type": "lifespan.shutdown.complete"})
+            return
+"""
+
+
+@pytest.mark.parametrize("kind", multiworker.KINDS)
+def test_killed_worker_respawned_and_its_gauge_file_kept(kind: str, tmp_path: Path) -> None:
+    """Fact: uvicorn --workers and gunicorn respawn a SIGKILLed worker; its livemin gauge file stays in
+    PROMETHEUS_MULTIPROC_DIR unless gunicorn's child_exit hook calls mark_process_dead (uvicorn has no hook)."""
+    (tmp_path / "livemin_app.py").write_text(LIVEMIN_APP)
+    metrics_dir = tmp_path / "metrics"
+    metrics_dir.mkdir()
+    env = {**os.environ, "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir)}
+    log = tmp_path / "server.log"
+
+    def gauge_file(pid: int) -> Path:
+        return metrics_dir / f"gauge_livemin_{pid}.db"
+
+    with multiworker.serving(kind, "livemin_app:app", app_dir=tmp_path, env=env, log=log) as (parent, _):
+
+        def started() -> set[int]:
+            workers = multiworker.workers_of(parent)
+            return workers if len(workers) == 2 and all(gauge_file(pid).exists() for pid in workers) else set()
+
+        workers = multiworker.poll("two workers with their gauge files", started, log)
+        killed = min(workers)
+        os.kill(killed, signal.SIGKILL)
+        respawned = multiworker.poll("a respawned worker", lambda: killed not in (w := started()) and w, log)
+        assert len(respawned - workers) == 1
+        if kind == "gunicorn-child_exit":
+            multiworker.poll("the hook removing the killed worker's file", lambda: not gauge_file(killed).exists(), log)
+        else:
+            assert gauge_file(killed).exists()
 
 
 # -- python-socketio ---------------------------------------------------------------------------

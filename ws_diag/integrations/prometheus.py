@@ -46,10 +46,14 @@ only page on a fresh ``component_up == 0``.
 Cost: two counter increments per connection (``opened``, ``closed``), a few
 more per diagnosis and per probe run; nothing per message.
 
-Works in prometheus_client's multi-process mode (``PROMETHEUS_MULTIPROC_DIR``):
-counters and histograms add up across workers; ``component_up`` and the check
-timestamp are the minimum over live workers, so a component is "up" only if
-every worker saw it up, and the timestamp is the oldest worker's reading.
+Works in prometheus_client's multi-process mode (``PROMETHEUS_MULTIPROC_DIR``,
+``uvicorn --workers N``, gunicorn): counters and histograms add up across
+workers, dead ones included. ``component_up`` is the newest reading of any
+worker (mode ``mostrecent``) and the check timestamp the newest check (``max``):
+a worker that died (SIGKILL, OOM) leaves its gauge file behind, and its last
+reading counts only until a live worker checks again, with or without
+``multiprocess.mark_process_dead``. Each worker probes on its own; workers that
+disagree (one cannot reach Redis, the others can) take turns.
 
 Several instances on one registry (two apps in one process, or tests on the
 default registry) share one set of metrics: counts add up instead of failing
@@ -170,7 +174,9 @@ def _create(registry: CollectorRegistry, namespace: str) -> _Metrics:
             ["probe", "component"],
             namespace=namespace,
             registry=registry,
-            multiprocess_mode="livemin",
+            # The newest reading wins: a dead worker's file (uvicorn --workers never calls
+            # mark_process_dead) must not pin a recovered component at 0.
+            multiprocess_mode="mostrecent",
         ),
         last_check=Gauge(
             "probe_last_check_timestamp_seconds",
@@ -178,7 +184,7 @@ def _create(registry: CollectorRegistry, namespace: str) -> _Metrics:
             ["probe", "component"],
             namespace=namespace,
             registry=registry,
-            multiprocess_mode="livemin",
+            multiprocess_mode="max",  # the newest check; never a dead worker's older one
         ),
     )
 
