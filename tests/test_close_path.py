@@ -12,7 +12,6 @@ import logging
 from typing import Any
 
 import pytest
-from clients import CLIENT_TIMEOUT, talk
 from fastapi import FastAPI, HTTPException
 from harness import ws_scope
 from prometheus_client import CollectorRegistry
@@ -22,6 +21,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import connect
 
+from clients import CLIENT_TIMEOUT, talk
 from ws_diag import Component, DiagnosticsMiddleware
 from ws_diag.integrations.prometheus import PrometheusMetrics
 from ws_diag.lifecycle import Connection, ConnectionListener
