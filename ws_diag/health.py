@@ -86,7 +86,8 @@ class HealthChecker:
         timeout: the deadline of a whole run, seconds.
         cache_ttl: how long a run's report is reused, seconds (0: never).
         refresh_interval: run in the background every so many seconds, so that a
-            diagnosis finds a fresh report; ``None`` for no background runs.
+            diagnosis during an outage finds a fresh failing report (a healthy one from
+            before the failure is not trusted); ``None`` for no background runs.
         clock: the monotonic clock the cache and ``failure_duration`` go by (tests inject their own).
         on_report: callables given each new report (metrics); one that raises is logged and ignored.
         failure_cache_ttl: how long a report with a failing probe is reused, seconds
