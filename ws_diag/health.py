@@ -168,7 +168,7 @@ class HealthChecker:
         self._inflight: asyncio.Task[HealthReport] | None = None  # the latest run started, if unfinished
         self._inflight_started_at = 0.0
         self._inflight_for_failure = False  # started by check(failure_at=...)
-        self._running: set[asyncio.Task[HealthReport]] = set()  # every unfinished run (at most two)
+        self._running: set[asyncio.Task[HealthReport]] = set()  # every unfinished run, for aclose()
         self._refresher: asyncio.Task[None] | None = None
         self._next_refresh_at: float | None = None  # clock time of the next background run
         self._stragglers: dict[str, set[asyncio.Task[Any]]] = {}
@@ -335,7 +335,8 @@ class HealthChecker:
         if self._refresher is not None and not self._refresher.done():
             self._refresher.cancel()
             waits.append(self._refresher)
-        waits.extend(self._running)  # their waiters get their report
+        loop = asyncio.get_running_loop()
+        waits.extend(t for t in self._running if t.get_loop() is loop)  # their waiters get their report
         for tasks in self._stragglers.values():
             for task in tasks:
                 task.cancel()
