@@ -10,7 +10,12 @@ round-robin one session at a time:
 * ``classified``: the app raises ``WebSocketComponentError.database_failure``:
   no probe is consulted;
 * ``cached``: a generic exception, probes (PostgreSQL pool, Redis client, an
-  environment variable that is missing) answered from the cache;
+  environment variable that is missing) answered from the cache (a failing
+  report, which the failure path may reuse while it is fresh);
+* ``healthy, cache warm``: a generic exception, every probe healthy and a
+  healthy report cached just before: it predates the failure, so each failure
+  runs the probes (through the pool) rather than trusting it; the answer is
+  Generic 1011 (before the failure-path fix: answered from that cache, no probe run);
 * ``cold, pool``: the same probes with ``cache_ttl=0``: every failure runs them
   against the real PostgreSQL (through the app's pool) and Redis;
 * ``cold, fresh connections``: ``PostgresProbe(dsn)`` and ``RedisProbe(url)``,
@@ -102,6 +107,7 @@ def _scenarios(cfg: DiagnosisConfig, clients: ProbeClients) -> list[_Scenario]:
         _Scenario("bare", failing_app(_generic), cfg.sessions, None, []),
         wrap("classified", [], 4005, 2.0, _database),
         wrap("cached", [*clients.probes(), missing_env()], 4006, 3600.0, _generic),
+        wrap("healthy, cache warm", clients.probes(), 1011, 3600.0, _generic),
         wrap("cold, pool", [*clients.probes(), missing_env()], 4006, 0.0, _generic),
         wrap(
             "cold, fresh connections",
@@ -131,10 +137,11 @@ async def run(cfg: DiagnosisConfig, clients: ProbeClients) -> dict[str, Any]:
     for kind in cfg.kinds:
         progress(f"diagnosis on {kind}")
         scenarios = _scenarios(cfg, clients)
-        cached = next(s for s in scenarios if s.name == "cached")
-        assert cached.middleware is not None
-        await cached.middleware.checker.check()  # warm the cache
-        warm_runs = {p.name: p.runs for p in cached.probes}
+        warm_runs: dict[str, dict[str, int]] = {}
+        for warm in (s for s in scenarios if s.name in _WARM):
+            assert warm.middleware is not None
+            await warm.middleware.checker.check()  # warm the cache
+            warm_runs[warm.name] = {p.name: p.runs for p in warm.probes}
         urls: list[str] = []
         async with contextlib.AsyncExitStack() as stack:
             for scenario in scenarios:
@@ -145,7 +152,7 @@ async def run(cfg: DiagnosisConfig, clients: ProbeClients) -> dict[str, Any]:
             with LogEvents() as events:
                 result = await run_loadgen({"mode": "fail", "plan": plan, "timeout_s": 10.0}, limit)
         kinds[kind] = {
-            s.name: _summarise(s, outcomes, warm_runs if s.name == "cached" else None)
+            s.name: _summarise(s, outcomes, warm_runs.get(s.name))
             for s, outcomes in zip(scenarios, result["results"], strict=True)
         }
         for s in scenarios:
@@ -164,6 +171,9 @@ async def run(cfg: DiagnosisConfig, clients: ProbeClients) -> dict[str, Any]:
         "goals": goals,
         "goal": {"met": all(g["met"] for g in goals.values())},
     }
+
+
+_WARM = ("cached", "healthy, cache warm")  # scenarios whose cache is warmed before the sessions
 
 
 def _path(name: str) -> str:

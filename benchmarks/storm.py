@@ -11,11 +11,22 @@ generic exception. Variants, interleaved per round with a fresh middleware
 * ``database black-holed``: ws_diag, PostgreSQL probed at a listener that
   never answers, bounded by ``probe_timeout``;
 * ``database down, cache warm``: as ``database down``, but the probes ran once
-  just before the storm (what ``refresh_interval`` does): the storm itself
-  runs none.
+  just before the storm (what ``refresh_interval`` does), finding the database
+  down: the storm itself runs none;
+* ``database stops after a healthy check``: the probes ran once just before
+  the storm and found everything up (a ``/health`` request or a refresh), then
+  PostgreSQL stopped (the probe switches to a port where nothing listens): the
+  healthy report predates the failures, so the storm runs the probes once
+  (counted from the storm on) and names the database;
+* ``all healthy, cache warm``: nothing is down, the app fails by itself (4005
+  is wrong here: Generic 1011 expected); a healthy report cached just before
+  cannot clear failures seen after it, so failure-path runs follow each other,
+  one at a time, each joined by every failure seen while it runs (counted from
+  the storm on; no per-storm run goal).
 
 Goals: each probe runs once per storm (single flight, then the cache), no
-session gets a wrong code (4005 expected), and the p99 time to close.
+session gets a wrong code (4005 expected, 1011 for ``all healthy``), and the
+p99 time to close.
 """
 
 from __future__ import annotations
@@ -27,7 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings
-from ws_diag.probes import PostgresProbe
+from ws_diag.probes import PostgresProbe, Probe
+from ws_diag.probes.base import ProbeDetails
 
 from .common import (
     SERVER_KINDS,
@@ -48,6 +60,22 @@ from .stats import median
 __all__ = ["StormConfig", "render", "run"]
 
 EXPECTED_CODE = 4005
+HEALTHY = "all healthy, cache warm"
+STOPS = "database stops after a healthy check"
+_EXPECTED = {HEALTHY: 1011}
+_FROM_THE_STORM_ON = (HEALTHY, STOPS)  # probe executions before the storm are not counted
+
+
+class _Outage:
+    """A probe that answers as ``healthy`` until ``down`` is set, then as ``failing``."""
+
+    def __init__(self, healthy: Probe, failing: Probe) -> None:
+        self.healthy, self.failing = healthy, failing
+        self.name, self.component, self.required = healthy.name, healthy.component, healthy.required
+        self.down = False
+
+    async def check(self) -> ProbeDetails:
+        return await (self.failing if self.down else self.healthy).check()
 
 
 @dataclass(frozen=True)
@@ -87,11 +115,33 @@ async def run(cfg: StormConfig, clients: ProbeClients) -> dict[str, Any]:
     async def bare() -> tuple[Any, list[CountingProbe]]:
         return failing_app(_generic), []
 
+    def settings() -> DiagSettings:
+        return DiagSettings(probe_timeout=cfg.probe_timeout, cache_ttl=cfg.cache_ttl)
+
+    async def stops() -> tuple[Any, list[CountingProbe]]:
+        outage = _Outage(
+            PostgresProbe(services.postgres_dsn, timeout=cfg.probe_timeout),
+            PostgresProbe(refused_dsn, timeout=cfg.probe_timeout),
+        )
+        probes = [CountingProbe(outage), clients.probes()[1]]
+        middleware = DiagnosticsMiddleware(failing_app(_generic), settings=settings(), probes=probes)
+        await middleware.checker.check()  # everything up: a healthy report is cached
+        outage.down = True
+        return middleware, _reset(probes)
+
+    async def healthy() -> tuple[Any, list[CountingProbe]]:
+        probes = clients.probes()
+        middleware = DiagnosticsMiddleware(failing_app(_generic), settings=settings(), probes=probes)
+        await middleware.checker.check()
+        return middleware, _reset(probes)
+
     variants: dict[str, Callable[[], Awaitable[tuple[Any, list[CountingProbe]]]]] = {
         "bare": bare,
         "database down": ws_diag(refused_dsn),
         "database black-holed": ws_diag(services.silent.postgres_dsn),
         "database down, cache warm": ws_diag(refused_dsn, warm=True),
+        STOPS: stops,
+        HEALTHY: healthy,
     }
     kinds: dict[str, Any] = {}
     gate = QuietGate(cfg.quiet_budget_s)
@@ -113,7 +163,7 @@ async def run(cfg: StormConfig, clients: ProbeClients) -> dict[str, Any]:
                     outcome["loop_lag_ms"] = round(lag.worst_s * 1000, 1)
                     outcome["fallbacks"] = events.counts.get("fallback", 0)
                     if isinstance(app, DiagnosticsMiddleware):
-                        outcome["checker_runs"] = app.checker.runs
+                        outcome["checker_runs"] = app.checker.runs - (1 if name in _FROM_THE_STORM_ON else 0)
                         await app.checker.aclose()
                     outcome["probe_runs"] = {p.name: p.runs for p in probes}
                     rounds[name].append(outcome)
@@ -126,9 +176,10 @@ async def run(cfg: StormConfig, clients: ProbeClients) -> dict[str, Any]:
         "cache_ttl_s": cfg.cache_ttl,
         "probe_timeout_s": cfg.probe_timeout,
         "expected_code": EXPECTED_CODE,
+        "expected_codes": _EXPECTED,
         "kinds": kinds,
         "quiet": gate.as_dict(),
-        "goal": {"text": "1 execution per probe per storm, 0 wrong codes", "met": met},
+        "goal": {"text": f"1 execution per probe per storm (but {HEALTHY!r}), 0 wrong codes", "met": met},
     }
 
 
@@ -137,7 +188,8 @@ def _summarise(name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
     good = [i for i in items if "error" not in i]
     wrong = 0
     if name != "bare":
-        wrong = sum(i["sessions"] - i["codes"].get(str(EXPECTED_CODE), 0) for i in good)
+        expected = str(_EXPECTED.get(name, EXPECTED_CODE))
+        wrong = sum(i["sessions"] - i["codes"].get(expected, 0) for i in good)
         wrong += sum(1 for _ in errors)
     probe_runs: dict[str, list[int]] = {}
     for item in good:
@@ -165,7 +217,7 @@ def _summarise(name: str, items: list[dict[str, Any]]) -> dict[str, Any]:
         "max_ms": median(i["fail_to_close_ms"]["max"] for i in good),
         "trigger_p99_ms": median(i["trigger_to_close_ms"]["p99"] for i in good),
         "connect_s": median(i["connect_s"] for i in good),
-        "goal_met": name == "bare" or (wrong == 0 and not errors and max_runs == 1 and bool(good)),
+        "goal_met": name == "bare" or (wrong == 0 and not errors and (max_runs == 1 or name == HEALTHY) and bool(good)),
     }
 
 
@@ -185,7 +237,7 @@ def render(result: dict[str, Any]) -> str:
     for kind, variants in result["kinds"].items():
         for name, v in variants.items():
             runs = "; ".join(f"{p}: {', '.join(map(str, counts))}" for p, counts in v["probe_runs_per_storm"].items())
-            if runs and "cache warm" in name:
+            if runs and "cache warm" in name and name not in _FROM_THE_STORM_ON:
                 runs += " (before the storm)"
             codes = ", ".join(f"{c}: {n:,}" for c, n in v["codes"].items())
             frames = ", ".join(f"{c}: {n:,}" for c, n in v.get("frame_codes", {}).items() if c != "None")
@@ -209,6 +261,12 @@ def render(result: dict[str, Any]) -> str:
             f"(probe_timeout + 50 ms) fired before the shared probe run reached them: {fallbacks}.",
         ]
     return "\n".join(lines)
+
+
+def _reset(probes: list[CountingProbe]) -> list[CountingProbe]:
+    for probe in probes:
+        probe.runs = 0
+    return probes
 
 
 def _ms(value: float | None) -> str:

@@ -193,6 +193,7 @@ def _check_diagnosis(result: dict[str, Any]) -> None:
             "bare",
             "classified",
             "cached",
+            "healthy, cache warm",
             "cold, pool",
             "cold, fresh connections",
             "black-holed",
@@ -207,7 +208,14 @@ def _check_diagnosis(result: dict[str, Any]) -> None:
 
 def _check_storm(result: dict[str, Any]) -> None:
     for variants in result["kinds"].values():
-        assert set(variants) == {"bare", "database down", "database black-holed", "database down, cache warm"}
+        assert set(variants) == {
+            "bare",
+            "database down",
+            "database black-holed",
+            "database down, cache warm",
+            "database stops after a healthy check",
+            "all healthy, cache warm",
+        }
         for variant in variants.values():
             assert variant["errors"] == []
             assert variant["missing"] == 0

@@ -7,6 +7,7 @@ import json
 import time
 from typing import Any
 
+import httpx
 import pytest
 from reliability import record
 from servers import SERVER_KINDS, run_server
@@ -92,15 +93,15 @@ def middleware(postgres_dsn: str, redis_url: str, **settings: Any) -> tuple[Diag
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
 async def test_redis_killed_then_restarted(kind: str, postgres: PostgresServer, redis: RedisServer) -> None:
-    """Healthy: 1011. Redis killed: 4007. Redis back: 1011 again once the cached result expires."""
+    """Healthy: 1011. Redis killed: 4007 at once. Redis back: 1011 again once the failing result expires."""
     record("faults", faults_injected=2)
     app, _ = middleware(postgres.dsn, redis.url)
     async with run_server(app, kind) as url:
         code, frame, _ = await one_session(url)
         assert (code, frame and frame["component"]) == (1011, "Generic Internal")
         await redis.akill()
-        # The healthy result cached above stays valid for cache_ttl: poll past it.
-        code, frame = await poll_until(url, lambda code: code != 1011)
+        # The healthy result cached above is from before the failure: the first session names Redis.
+        code, frame, _ = await one_session(url)
         assert (code, frame and frame["component"]) == (4007, "Redis")
         await redis.astart()
         code, frame = await poll_until(url, lambda code: code == 1011)
@@ -119,6 +120,48 @@ async def test_postgres_stopped_gives_4005(kind: str, postgres: PostgresServer, 
     assert frame is not None
     assert frame["component"] == "Database"
     assert PostgresServer.password not in json.dumps(frame)
+
+
+def raising_after_accept(exc_type: type[Exception]) -> Any:
+    """Accept, read one message, then raise a plain ``exc_type`` the type rules leave to the probes."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()
+        raise exc_type("the app's own failure, not a driver's")
+
+    return app
+
+
+@pytest.mark.parametrize("exc_type", [ConnectionRefusedError, TimeoutError])
+@pytest.mark.parametrize("kind", SERVER_KINDS)
+async def test_first_failure_after_postgres_stops_names_the_database(
+    kind: str, exc_type: type[Exception], postgres: PostgresServer, redis: RedisServer
+) -> None:
+    """Cache warmed healthy by /health, PostgreSQL stopped: the very first failing session gets 4005 by probe."""
+    repetitions = 3
+    probes = [PostgresProbe(postgres.dsn, timeout=DEADLINE), RedisProbe(redis.url, timeout=DEADLINE)]
+    # A healthy report would be reused for a minute; a failing one never (each repetition warms anew).
+    settings = DiagSettings(probe_timeout=DEADLINE, cache_ttl=60, failure_cache_ttl=0, health_path="/health")
+    app = DiagnosticsMiddleware(raising_after_accept(exc_type), settings=settings, probes=probes)
+    seen: list[tuple[int | None, str | None, str | None]] = []
+    async with (
+        run_server(app, kind) as url,
+        httpx.AsyncClient(base_url=url.replace("ws://", "http://", 1), timeout=NO_HANG) as http,
+    ):
+        for _ in range(repetitions):
+            await postgres.astart()
+            assert (await http.get("/health")).status_code == 200
+            warm = app.checker.cached()
+            assert warm is not None
+            assert warm.healthy
+            await postgres.astop()
+            code, frame, _ = await one_session(url)
+            seen.append((code, frame and frame["component"], frame and frame["source"]))
+    await app.checker.aclose()
+    record("faults", faults_injected=repetitions)
+    assert seen == [(4005, "Database", "probe")] * repetitions
 
 
 async def test_postgres_frozen_is_diagnosed_at_the_deadline(postgres: PostgresServer, redis: RedisServer) -> None:

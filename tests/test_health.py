@@ -440,3 +440,168 @@ async def test_stuck_sync_probe_does_not_starve_the_executor() -> None:
     finally:
         blocker.set()
         await checker.aclose()
+
+
+# --- the failure path: no report from before the failure clears a component ------------------
+
+
+class Switch:
+    """A probe behaviour: healthy until ``down`` is set, then connection refused; optionally gated."""
+
+    def __init__(self, gate: asyncio.Event | None = None) -> None:
+        self.down = False
+        self.gate = gate
+
+    async def __call__(self) -> None:
+        down = self.down  # the state when the probe started
+        if self.gate is not None:
+            await self.gate.wait()
+        if down:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+
+async def test_failure_path_does_not_reuse_a_healthy_report_from_before_the_failure() -> None:
+    """A healthy report cached before the failure is not the failure's answer: a new run names the database."""
+    clock = Clock()
+    switch = Switch()
+    probe = FakeProbe("database", switch)
+    checker = HealthChecker([probe], cache_ttl=60, clock=clock)
+    healthy = await checker.check()  # /health, readiness or the refresh
+    switch.down = True
+    clock.now += 0.1
+    failure_at = checker.now()
+    clock.now += 0.001
+    assert await checker.check() is healthy  # /health keeps its cache
+    report = await checker.check(failure_at=failure_at)
+    assert report is not healthy
+    assert checker.runs == 2
+    culprit = report.culprit()
+    assert culprit is not None
+    assert (culprit.name, culprit.status) == ("database", "failed")
+
+
+async def test_failure_path_reuses_a_fresh_failing_report() -> None:
+    """A cached failing report is reused on the failure path while failure_cache_ttl lasts, then run again."""
+    clock = Clock()
+    switch = Switch()
+    switch.down = True
+    checker = HealthChecker([FakeProbe("database", switch)], cache_ttl=60, failure_cache_ttl=2.0, clock=clock)
+    failing = await checker.check()
+    clock.now += 1.9
+    assert await checker.check(failure_at=checker.now()) is failing
+    assert checker.runs == 1
+    clock.now += 0.2
+    assert await checker.check(failure_at=checker.now()) is not failing
+    assert checker.runs == 2
+
+
+async def test_failure_path_reuses_a_healthy_report_taken_after_the_failure() -> None:
+    """A healthy report whose run started after the failure was seen answers it: no second run."""
+    clock = Clock()
+    checker = HealthChecker([FakeProbe("database", Switch())], cache_ttl=60, clock=clock)
+    failure_at = checker.now()
+    clock.now += 0.1
+    after = await checker.check()
+    assert await checker.check(failure_at=failure_at) is after
+    assert checker.runs == 1
+
+
+async def test_failure_storm_costs_one_run_per_window() -> None:
+    """1,000 failure-path checks seen while one run is in flight share it; the next window costs one more."""
+    clock = Clock()
+    gate = asyncio.Event()
+    switch = Switch(gate)
+    probe = FakeProbe("database", switch)
+    checker = HealthChecker([probe], timeout=NO_HANG, cache_ttl=60, failure_cache_ttl=2.0, clock=clock)
+    gate.set()
+    await checker.check()  # a healthy report cached before the outage
+    gate.clear()
+    switch.down = True
+    callers = []
+    for _ in range(10):  # failures seen over time while the one run is in flight
+        clock.now += 0.01
+        callers += [asyncio.ensure_future(checker.check(failure_at=checker.now())) for _ in range(100)]
+        await asyncio.sleep(0)
+    gate.set()
+    reports = await asyncio.gather(*callers)
+    assert checker.runs == 2
+    assert probe.calls == 2
+    assert all(r is reports[0] for r in reports)
+    assert reports[0].culprit() is not None
+    clock.now += 1.0  # a second wave within the failing report's window: no run
+    wave = await asyncio.gather(*(checker.check(failure_at=checker.now()) for _ in range(1000)))
+    assert all(r is reports[0] for r in wave)
+    assert checker.runs == 2
+    clock.now += 1.5  # the next window: one run for the whole wave
+    wave = await asyncio.gather(*(checker.check(failure_at=checker.now()) for _ in range(1000)))
+    assert checker.runs == 3
+    assert all(r is wave[0] and r is not reports[0] for r in wave)
+
+
+async def test_failure_path_does_not_join_an_earlier_run_started_for_another_reason() -> None:
+    """A /health run in flight from before the failure is not its answer: a failure-path run starts beside it."""
+    clock = Clock()
+    slow_health = asyncio.Event()
+    calls = 0
+
+    async def database() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the /health run's probe: started while the database was up, answers late
+            await slow_health.wait()
+            return
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    checker = HealthChecker([FakeProbe("database", database)], timeout=NO_HANG, cache_ttl=60, clock=clock)
+    health = asyncio.ensure_future(checker.check())
+    await asyncio.sleep(0)
+    clock.now += 0.1
+    failure_at = checker.now()
+    reports = await asyncio.gather(*(checker.check(failure_at=failure_at) for _ in range(100)))
+    assert all(r is reports[0] for r in reports)
+    assert reports[0].culprit() is not None
+    assert not health.done()
+    slow_health.set()
+    assert (await health).healthy  # /health got its own run's answer
+    assert checker.cached() is reports[0]  # the older run, finishing later, does not replace the newer report
+    assert (checker.runs, calls) == (2, 2)
+
+
+async def test_failure_path_joins_a_run_started_after_the_failure() -> None:
+    """A run in flight that started after the failure was seen (a refresh, /health) is joined, not doubled."""
+    clock = Clock()
+    gate = asyncio.Event()
+    switch = Switch(gate)
+    switch.down = True
+    checker = HealthChecker([FakeProbe("database", switch)], timeout=NO_HANG, cache_ttl=60, clock=clock)
+    failure_at = checker.now()
+    clock.now += 0.1
+    health = asyncio.ensure_future(checker.check())
+    await asyncio.sleep(0)
+    failure = asyncio.ensure_future(checker.check(failure_at=failure_at))
+    await asyncio.sleep(0)
+    gate.set()
+    assert await failure is await health
+    assert checker.runs == 1
+
+
+async def test_failure_path_run_does_not_restart_a_stuck_probe() -> None:
+    """A probe stuck from an earlier run is not started again by a failure-path run: it is reported failed."""
+    release = asyncio.Event()
+
+    async def stubborn() -> None:
+        while not release.is_set():
+            with contextlib.suppress(asyncio.CancelledError):
+                await release.wait()
+
+    probe = FakeProbe("database", stubborn)
+    checker = HealthChecker([probe], timeout=0.02, cache_ttl=60, failure_cache_ttl=0)
+    first = await asyncio.wait_for(checker.check(), NO_HANG)
+    assert first.results[0].status == "failed"
+    report = await asyncio.wait_for(checker.check(failure_at=checker.now()), NO_HANG)
+    assert probe.calls == 1
+    assert "still running" in (report.results[0].error or "")
+    assert report.culprit() is not None
+    release.set()
+    await checker.aclose()
+    assert not [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]

@@ -435,7 +435,7 @@ async def test_diagnosis_failure_on_close_keeps_the_apps_close() -> None:
     middleware = DiagnosticsMiddleware(closing(1011, "x"), settings=DiagSettings(), classifier=_BrokenClassifier())
     # A close carries no exception, so the classifier is not consulted; break the diagnoser instead.
 
-    async def broken(exc: BaseException | None) -> Diagnosis | None:
+    async def broken(exc: BaseException | None, *, failure_at: float | None = None) -> Diagnosis | None:
         raise ZeroDivisionError
 
     middleware.diagnoser.diagnose = broken  # type: ignore[method-assign]
@@ -448,7 +448,7 @@ async def test_hanging_diagnosis_is_cut_at_the_deadline() -> None:
     exc = ValueError("app")
     middleware = wrap(raising(exc), probe_timeout=0.05)
 
-    async def hang(exc: BaseException | None) -> Diagnosis | None:
+    async def hang(exc: BaseException | None, *, failure_at: float | None = None) -> Diagnosis | None:
         await asyncio.Event().wait()
         raise AssertionError
 

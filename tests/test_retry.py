@@ -158,6 +158,26 @@ async def test_source_and_retry_after_for_each_source() -> None:
 
 
 @pytest.mark.asyncio
+async def test_a_healthy_report_from_before_the_failure_does_not_make_it_generic() -> None:
+    """The database went down after /health cached "up": the failure is the database's, by probe, at once."""
+    clock = Clock()
+    down = False
+
+    async def database() -> None:
+        if down:
+            raise ConnectionRefusedError(111, "Connection refused")
+
+    checker = HealthChecker([CallableProbe("database", Component.DATABASE, database)], cache_ttl=60, clock=clock)
+    diagnoser = Diagnoser(Classifier(), checker)
+    assert (await checker.check()).healthy
+    down = True
+    clock.now += 0.1
+    diagnosis = await diagnoser.diagnose(TimeoutError())
+    assert (diagnosis.component, diagnosis.source, diagnosis.probe) == (Component.DATABASE, "probe", "database")
+    await checker.aclose()
+
+
+@pytest.mark.asyncio
 async def test_time_to_change_follows_the_background_refresh() -> None:
     """With a background refresh due before the cache expires, the probe result can change at the refresh."""
     calls = 0

@@ -21,7 +21,9 @@ class Diagnoser:
     names the component itself; then the classifier's rules (the exception's type,
     where a plain ``OSError`` was raised, undecodable inbound data: all ``source``
     ``"exception"``); then the health probes (failed required ones first, in ``priority``
-    order, then degraded ones); last, GENERIC (1011).
+    order, then degraded ones), from a report taken after the failure was seen or a
+    fresh failing one, never a healthy report from before it
+    (``HealthChecker.check(failure_at=...)``); last, GENERIC (1011).
 
     The suggested wait before reconnecting (``Diagnosis.retry_after``, seconds): the
     error's own ``retry_after`` when it set one; else the component's default
@@ -56,8 +58,11 @@ class Diagnoser:
         """The configured suggested wait for ``component``, seconds."""
         return self.retry_after_by_component.get(component.key, self.retry_after)
 
-    async def diagnose(self, exc: BaseException | None) -> Diagnosis:
+    async def diagnose(self, exc: BaseException | None, *, failure_at: float | None = None) -> Diagnosis:
         """Diagnose ``exc``: what the app raised, or was handling when it closed with a failure code.
+
+        ``failure_at`` is when the failure was seen, a reading of the checker's clock
+        (:meth:`HealthChecker.now`); by default, now.
 
         Whether the client left is decided before, from the connection's own
         evidence (:func:`ws_diag.departure.client_left`): a disconnect type met in
@@ -76,7 +81,8 @@ class Diagnoser:
                     component, "exception", exc=exc, retry_after=self.default_retry_after(component)
                 )
         if self.checker is not None:
-            report = await self.checker.check()
+            seen = self.checker.now() if failure_at is None else failure_at
+            report = await self.checker.check(failure_at=seen)
             culprit = report.culprit(self.priority)
             if culprit is not None:
                 wait = max(self.default_retry_after(culprit.component), self.checker.time_to_change(report))

@@ -61,8 +61,11 @@ class HealthChecker:
     """Runs probes concurrently, each cut off at ``timeout``; caches and shares runs.
 
     Concurrent callers while a run is in flight share that run (single-flight),
-    and a finished run is reused for ``cache_ttl`` seconds: under a storm of
-    failing sessions each probe runs at most once per TTL window. A probe that
+    and a finished run is reused for ``cache_ttl`` seconds (``failure_cache_ttl``
+    when a probe failed). On the failure path (``check(failure_at=...)``) a report
+    taken before the failure was seen never clears a component: see :meth:`check`.
+    Under a storm of failing sessions each probe runs once, joined by all of them,
+    and then not again while the failing report is fresh. A probe that
     hangs, raises anything or returns garbage becomes a failed result; a probe
     still stuck in an earlier run is not started again (it is reported failed),
     so abandoned probes cannot pile up. ``check`` never raises (but for
@@ -83,7 +86,8 @@ class HealthChecker:
         timeout: the deadline of a whole run, seconds.
         cache_ttl: how long a run's report is reused, seconds (0: never).
         refresh_interval: run in the background every so many seconds, so that a
-            diagnosis finds a fresh report; ``None`` for no background runs.
+            diagnosis during an outage finds a fresh failing report (a healthy one from
+            before the failure is not trusted); ``None`` for no background runs.
         clock: the monotonic clock the cache and ``failure_duration`` go by (tests inject their own).
         on_report: callables given each new report (metrics); one that raises is logged and ignored.
         failure_cache_ttl: how long a report with a failing probe is reused, seconds
@@ -160,10 +164,14 @@ class HealthChecker:
         self._generation = 0  # bumped by invalidate(): older runs are not cached
         self._cached: HealthReport | None = None
         self._cached_at = 0.0
-        self._inflight: asyncio.Task[HealthReport] | None = None
+        self._cached_started_at = 0.0  # clock time the cached report's run started
+        self._inflight: asyncio.Task[HealthReport] | None = None  # the latest run started, if unfinished
+        self._inflight_started_at = 0.0
+        self._inflight_for_failure = False  # started by check(failure_at=...)
+        self._running: set[asyncio.Task[HealthReport]] = set()  # every unfinished run, for aclose()
         self._refresher: asyncio.Task[None] | None = None
         self._next_refresh_at: float | None = None  # clock time of the next background run
-        self._stragglers: dict[str, asyncio.Task[Any]] = {}
+        self._stragglers: dict[str, set[asyncio.Task[Any]]] = {}
 
     @classmethod
     def from_settings(
@@ -209,7 +217,11 @@ class HealthChecker:
 
     def ttl_of(self, report: HealthReport) -> float:
         """How long ``report`` is reused, seconds: ``failure_cache_ttl`` when a probe failed, else ``cache_ttl``."""
-        return self.cache_ttl if all(r.ok for r in report.results) else self.failure_cache_ttl
+        return self.cache_ttl if _all_ok(report) else self.failure_cache_ttl
+
+    def now(self) -> float:
+        """A reading of the checker's monotonic clock: what ``check(failure_at=...)`` takes."""
+        return self._clock()
 
     def cached(self) -> HealthReport | None:
         """The cached report while it is fresh, else ``None``; never runs probes."""
@@ -255,18 +267,31 @@ class HealthChecker:
         self._cached = None
         self._inflight = None
 
-    async def check(self, *, fresh: bool = False) -> HealthReport:
-        """A report: the cached one if fresh (unless ``fresh``), the in-flight one, or a new run."""
-        if not fresh and (report := self.cached()) is not None:
+    async def check(self, *, fresh: bool = False, failure_at: float | None = None) -> HealthReport:
+        """A report: the cached one if fresh (unless ``fresh``), the in-flight one, or a new run.
+
+        Args:
+            fresh: skip the cache (a run in flight is still joined).
+            failure_at: the failure path: when the failure to attribute was seen, a
+                reading of :meth:`now`. A report taken before it may not clear a
+                component, so the answer is, in order: the cached report while fresh if
+                a probe failed in it or its run started at or after ``failure_at``; the
+                run in flight if it was started on the failure path (every failure seen
+                while it runs joins it: one run per storm) or at or after ``failure_at``;
+                else a new failure-path run, beside a run in flight started earlier for
+                another reason (``/health``, readiness, the refresh), which is not waited
+                for. ``None``: ``/health``, readiness and metrics, the plain cache rules.
+        """
+        if not fresh and (report := self._cached_for(failure_at)) is not None:
             return report
         loop = asyncio.get_running_loop()
         task = self._inflight
-        if task is None or task.get_loop() is not loop:
-            # An empty context: the shared run must not carry the first caller's
-            # context variables (request ids, tracing spans) into everyone's report.
-            task = loop.create_task(self._run(self._generation), context=contextvars.Context())
-            self._inflight = task
-            task.add_done_callback(self._run_done)
+        if (
+            task is None
+            or task.get_loop() is not loop
+            or (failure_at is not None and not self._inflight_for_failure and self._inflight_started_at < failure_at)
+        ):
+            task = self._start_run(loop, for_failure=failure_at is not None)
         try:
             # A caller that gives up (its own deadline) must not cancel the shared run.
             return await asyncio.shield(task)
@@ -276,6 +301,23 @@ class HealthChecker:
                 # The shared run was cancelled, not this caller: answer, do not raise.
                 return self._cancelled_report()
             raise
+
+    def _cached_for(self, failure_at: float | None) -> HealthReport | None:
+        """The cached report if fresh and, on the failure path, taken after the failure or failing."""
+        report = self.cached()
+        if report is None or failure_at is None or not _all_ok(report) or self._cached_started_at >= failure_at:
+            return report
+        return None
+
+    def _start_run(self, loop: asyncio.AbstractEventLoop, *, for_failure: bool) -> asyncio.Task[HealthReport]:
+        started_at = self._clock()
+        # An empty context: the shared run must not carry the first caller's
+        # context variables (request ids, tracing spans) into everyone's report.
+        task = loop.create_task(self._run(self._generation), context=contextvars.Context())
+        self._inflight, self._inflight_started_at, self._inflight_for_failure = task, started_at, for_failure
+        self._running.add(task)
+        task.add_done_callback(functools.partial(self._run_done, started_at))
+        return task
 
     def start(self) -> None:
         """Start background refreshing in the running loop (idempotent; restarts in a new loop)."""
@@ -293,11 +335,12 @@ class HealthChecker:
         if self._refresher is not None and not self._refresher.done():
             self._refresher.cancel()
             waits.append(self._refresher)
-        if self._inflight is not None and not self._inflight.done():
-            waits.append(self._inflight)  # its waiters get their report
-        for task in self._stragglers.values():
-            task.cancel()
-            waits.append(task)
+        loop = asyncio.get_running_loop()
+        waits.extend(t for t in self._running if t.get_loop() is loop)  # their waiters get their report
+        for tasks in self._stragglers.values():
+            for task in tasks:
+                task.cancel()
+                waits.append(task)
         if waits:
             await asyncio.wait(waits, timeout=self.timeout * 2)
 
@@ -320,14 +363,19 @@ class HealthChecker:
                 logger.exception("background health check failed", extra={"ws_diag_event": "refresh_failed"})
             await asyncio.sleep(self.refresh_interval)
 
-    def _run_done(self, task: asyncio.Task[HealthReport]) -> None:
+    def _run_done(self, started_at: float, task: asyncio.Task[HealthReport]) -> None:
+        self._running.discard(task)
         if self._inflight is task:
             self._inflight = None
         if not task.cancelled() and task.exception() is None:
             report = task.result()
-            if report.generation == self._generation:
+            # A run that started before the cached one's (beside a failure-path run) is older news.
+            if report.generation == self._generation and (
+                self._cached is None or started_at >= self._cached_started_at
+            ):
                 self._cached = report
                 self._cached_at = self._clock()
+                self._cached_started_at = started_at
 
     async def _run(self, generation: int) -> HealthReport:
         self.runs += 1
@@ -346,7 +394,8 @@ class HealthChecker:
             late = {name: task for name, task in tasks.items() if not task.done()}
             for name, task in late.items():
                 task.cancel()
-                self._stragglers[name] = task
+                # Two runs in flight side by side may each leave one behind.
+                self._stragglers.setdefault(name, set()).add(task)
                 task.add_done_callback(functools.partial(self._straggler_done, name))
         now = self._clock()
         changes: list[StatusChange] = []
@@ -419,10 +468,17 @@ class HealthChecker:
         return _result(probe, task)
 
     def _straggler_done(self, name: str, task: asyncio.Task[Any]) -> None:
-        if self._stragglers.get(name) is task:
-            del self._stragglers[name]
+        tasks = self._stragglers.get(name)
+        if tasks is not None:
+            tasks.discard(task)
+            if not tasks:
+                del self._stragglers[name]
         if not task.cancelled():
             task.exception()  # retrieved, so asyncio does not log it as lost
+
+
+def _all_ok(report: HealthReport) -> bool:
+    return all(r.ok for r in report.results)
 
 
 async def _timed(probe: Probe) -> tuple[float, Any]:

@@ -213,6 +213,7 @@ class DiagnosticsMiddleware:
 
     async def _on_exception(self, state: Connection, send: Send, exc: Exception) -> None:
         """The app raised: diagnose and tell the client, unless it left or ws_diag must stand back."""
+        failure_at = self.checker.now()  # no report taken before this may clear a component
         if state.finished or state.gone or (not state.accepted and self._passthrough_preaccept):
             if state.outcome == "open":
                 state.outcome = "error"
@@ -225,7 +226,10 @@ class DiagnosticsMiddleware:
             extra={"ws_diag_event": "intercepted", "path": state.scope.get("path"), "exception": type(exc).__name__},
         )
         state.finished = True
-        await self._settle(state, await self.responder.intervene(state.scope, send, exc, None, state.accepted))
+        intervention = await self.responder.intervene(
+            state.scope, send, exc, None, state.accepted, failure_at=failure_at
+        )
+        await self._settle(state, intervention)
 
     async def _on_cancelled(self, state: Connection, send: Send) -> None:
         """The server cancelled the session: it is shutting down.
@@ -300,11 +304,14 @@ class DiagnosticsMiddleware:
         """The app's first close: diagnosed when it reports a failure, else handed over (repaired after accept)."""
         state.finished = True
         if not state.gone and self._is_failure(message, state.accepted):
+            failure_at = self.checker.now()  # no report taken before this may clear a component
             # The exception the app is handling, if any: ``except DbError: await ws.close(1011)``.
             handled = sys.exception()
             if not (handled is not None and self._client_left(state, send, handled)):
                 self._log_intercepted_close(state, message)
-                intervention = await self.responder.intervene(state.scope, send, handled, message, state.accepted)
+                intervention = await self.responder.intervene(
+                    state.scope, send, handled, message, state.accepted, failure_at=failure_at
+                )
                 await self._settle(state, intervention)
                 if intervention.app_close is None:
                     return

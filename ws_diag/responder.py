@@ -129,7 +129,14 @@ class Responder:
         self._deadline = max(settings.probe_timeout, checker_timeout) + _DEADLINE_SLACK
 
     async def intervene(
-        self, scope: Scope, send: Send, exc: BaseException | None, app_close: Message | None, accepted: bool
+        self,
+        scope: Scope,
+        send: Send,
+        exc: BaseException | None,
+        app_close: Message | None,
+        accepted: bool,
+        *,
+        failure_at: float | None = None,
     ) -> Intervention:
         """Diagnose within the deadline, then deliver frame and close within ``send_timeout``.
 
@@ -137,6 +144,8 @@ class Responder:
             exc: what the app raised, or the exception it was handling when it sent ``app_close``.
             app_close: the app's own close, when that is what is being diagnosed.
             accepted: whether the app had accepted the websocket.
+            failure_at: when the failure was seen, on the checker's clock (see
+                :meth:`Diagnoser.diagnose`); by default, when diagnosing starts.
 
         Never raises but for cancellation: a server refusing ws_diag's first message
         means the client is gone (RuntimeError on uvicorn's legacy websockets, an
@@ -146,7 +155,7 @@ class Responder:
         diagnosis: Diagnosis | None = None
         try:
             async with asyncio.timeout(self._deadline):
-                diagnosis = await self._diagnose(exc, app_close)
+                diagnosis = await self._diagnose(exc, app_close, failure_at)
             diagnosis = self._with_request_id(diagnosis, scope)
             messages = self._messages(scope, diagnosis, accepted)
         except TimeoutError:
@@ -220,14 +229,16 @@ class Responder:
                 connection.request_id = request_id
         return diagnosis if request_id is None else dataclasses.replace(diagnosis, request_id=request_id)
 
-    async def _diagnose(self, exc: BaseException | None, app_close: Message | None) -> Diagnosis:
+    async def _diagnose(
+        self, exc: BaseException | None, app_close: Message | None, failure_at: float | None
+    ) -> Diagnosis:
         """The component; for an app's close, its seed code (legacy scheme) or what it was handling."""
         component = seed_component(app_close.get("code"), self.settings.code_scheme) if app_close else None
         if component is not None:
             retry_after = self.diagnoser.default_retry_after(component)
             diagnosis = Diagnosis.for_component(component, "app", exc=exc, retry_after=retry_after)
         else:
-            diagnosis = await self.diagnoser.diagnose(exc)
+            diagnosis = await self.diagnoser.diagnose(exc, failure_at=failure_at)
         reason = app_close.get("reason") if app_close else None
         if isinstance(reason, str) and reason.strip():
             # The app wrote its close reason for the client: client-safe by the same
