@@ -165,12 +165,12 @@ def test_data_rules_give_way_to_any_more_specific_rule() -> None:
     assert classifier.classify(_raised(lambda: _Message.model_validate({}))) is Component.HANDLER
 
 
-def test_readme_override_of_the_data_rule_runs_as_written() -> None:
-    """The README's override: a validation error of a model named Settings is DEPENDENCY, others stay HANDLER."""
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text("utf-8")
-    (block,) = [b for b in re.findall(r"```python\n(.*?)```", readme, flags=re.DOTALL) if "title" in b]
+def test_documented_override_of_the_data_rule_runs_as_written() -> None:
+    """The docs' override: a validation error of a model named Settings is DEPENDENCY, others stay HANDLER."""
+    page = Path(__file__).resolve().parent.parent / "docs" / "explanation" / "classification.md"
+    (block,) = [b for b in re.findall(r"```python\n(.*?)```", page.read_text("utf-8"), flags=re.DOTALL) if "title" in b]
     namespace: dict[str, Any] = {}
-    exec(compile(block, "README.md:override", "exec"), namespace)  # noqa: S102 - the README's own code
+    exec(compile(block, "classification.md:override", "exec"), namespace)  # noqa: S102 - the docs' own code
 
     class Settings(pydantic.BaseModel):
         port: int

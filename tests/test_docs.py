@@ -8,6 +8,7 @@ it is only compiled. ``mkdocs build --strict`` itself runs in ``scripts/test``.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import re
@@ -86,6 +87,33 @@ def test_page_snippets_run(page: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     finally:
         if "sentry_sdk" in sys.modules:  # a page that initialised Sentry leaves no client to later tests
             sys.modules["sentry_sdk"].get_global_scope().set_client(None)
+
+
+# The operations pages each wire one integration into the app their snippets build.
+OPERATING_PAGES = {
+    "how-to/opentelemetry.md": "ws_diag.integrations.opentelemetry:OpenTelemetryListener",
+    "how-to/sentry.md": "ws_diag.integrations.sentry:SentryListener",
+    "how-to/correlation-ids.md": "ws_diag.integrations.correlation:CorrelationIdListener",
+}
+
+
+@pytest.mark.parametrize("page", list(OPERATING_PAGES))
+def test_operating_page_builds_its_listener(page: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each operations page builds an app whose ws_diag layer has the page's listener."""
+    from ws_diag import DiagnosticsMiddleware
+
+    module, _, name = OPERATING_PAGES[page].partition(":")
+    listener_type = getattr(importlib.import_module(module), name)
+    monkeypatch.chdir(ROOT)
+    try:
+        namespace = _run_page(DOCS / page)
+    finally:
+        if "sentry_sdk" in sys.modules:
+            sys.modules["sentry_sdk"].get_global_scope().set_client(None)
+    layer = namespace["app"]
+    while not isinstance(layer, DiagnosticsMiddleware):  # each middleware keeps the next as ``app``
+        layer = layer.app
+    assert any(isinstance(listener, listener_type) for listener in layer.lifecycle.listeners)
 
 
 def test_snippets_exist_and_most_run() -> None:

@@ -19,9 +19,9 @@ SHOWN_FRAME = re.search(r"The client now receives\n\n```json\n(.*?)```", README.
 
 
 def quickstart_apps() -> dict[str, Any]:
-    """Run the first two Python blocks (raw ASGI, then Starlette) and return the app each defines."""
+    """Run the first two Python blocks (raw ASGI, then FastAPI's add_middleware) and return the app each defines."""
     apps = {}
-    for name, block in zip(("raw", "starlette"), BLOCKS[:2], strict=True):
+    for name, block in zip(("raw", "fastapi"), BLOCKS[:2], strict=True):
         namespace: dict[str, Any] = {}  # each block stands alone, as a reader would copy it
         exec(compile(block, f"README.md:{name}", "exec"), namespace)  # noqa: S102 - the README's own code
         apps[name] = namespace["app"]
@@ -30,7 +30,7 @@ def quickstart_apps() -> dict[str, Any]:
 
 @pytest.mark.asyncio
 @pytest.mark.parametrize("kind", SERVER_KINDS)
-@pytest.mark.parametrize("which", ["raw", "starlette"])
+@pytest.mark.parametrize("which", ["raw", "fastapi"])
 async def test_quickstart_gives_4005_and_the_frame(which: str, kind: str) -> None:
     """Following the README, the client sees the Database frame and close code 4005 on every server."""
     app = quickstart_apps()[which]

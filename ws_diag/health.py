@@ -523,7 +523,7 @@ async def validate_websocket_component_health(
     settings: DiagSettings | None = None,
     expose_details: bool = True,
 ) -> dict[str, Any]:
-    """Run the probes once, uncached, and return the report as a dict (the seed's API).
+    """Run the probes once, uncached, and return the report as a dict (the JSON ``health_path`` serves).
 
     Args:
         probes: the probes; by default those the settings ask for.

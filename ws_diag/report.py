@@ -74,7 +74,10 @@ class HealthReport:
         return min(unhealthy, key=order)[1] if unhealthy else None
 
     def to_dict(self, *, code_scheme: CodeScheme = "private", expose_details: bool = True) -> dict[str, Any]:
-        """The seed's report format. Without ``expose_details`` errors are reduced to type names."""
+        """The report as the JSON ``health_path`` serves by default.
+
+        Without ``expose_details`` errors are reduced to type names.
+        """
         failed = [r for r in self.results if r.status == "failed"]
         degraded = [r for r in self.results if r.status == "degraded"]
         suggestions: list[str] = []

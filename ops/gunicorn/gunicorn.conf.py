@@ -6,7 +6,7 @@ Run (PROMETHEUS_MULTIPROC_DIR: a directory of its own, writable, on local disk o
         -k uvicorn_worker.UvicornWorker -w 4 -b 0.0.0.0:8000 myapp:app
 
 and serve ``/metrics`` from a registry with prometheus_client's ``MultiProcessCollector``
-(see the README, "Several workers"). Do not use ``--preload``: each worker builds the app,
+(see docs/how-to/prometheus.md, "Several worker processes"). Do not use ``--preload``: each worker builds the app,
 its probes and its metrics itself. tests/test_metrics_multiprocess.py runs this file.
 """
 
