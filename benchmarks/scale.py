@@ -54,7 +54,7 @@ class ScaleConfig:
     variants: tuple[str, ...] = tuple(VARIANTS)
     sources: tuple[str, ...] = field(default=("127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.5"))
     connect_concurrency: int = 64
-    cache_ttl: float = 30.0
+    cache_ttl: float = 2.0  # DiagSettings' default
     probe_timeout: float = 1.0
     close_timeout_s: float = 120.0
 
