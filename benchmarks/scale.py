@@ -258,6 +258,7 @@ def _summarise(name: str, items: list[dict[str, Any]], sessions: int) -> dict[st
     wrong = [sessions - i["codes"].get(str(EXPECTED_CODE), 0) for i in good] if name != "bare" else []
     probe_runs = [sum(i["server"].get("probe_runs", {}).values()) for i in good]
     fallbacks = [i["server"].get("log_events", {}).get("fallback", 0) for i in good]
+    deadlines = [i["server"].get("log_events", {}).get("deadline", 0) for i in good]
     per_conn = median(i["bytes_per_connection"] for i in good)
     result = {
         "runs": len(items),
@@ -265,6 +266,7 @@ def _summarise(name: str, items: list[dict[str, Any]], sessions: int) -> dict[st
         "codes": {c: median(ns) for c, ns in codes.items()},
         "frame_codes": {c: median(ns) for c, ns in frames.items()},
         "reasons": good[0]["reasons"] if good else {},
+        "frame_codes_runs": [i["frame_codes"] for i in good],
         "closed_before_stop": max((i["closed_before_stop"] for i in good), default=0),
         "no_close_frame": max(no_close_frame, default=0),
         "wrong_codes": max(wrong, default=0) + len(errors) * sessions,
@@ -275,6 +277,12 @@ def _summarise(name: str, items: list[dict[str, Any]], sessions: int) -> dict[st
         "probe_runs": probe_runs,
         "checker_runs": [i["server"].get("checker_runs") for i in good],
         "fallbacks": max(fallbacks, default=0),
+        "deadlines_runs": deadlines,
+        "codes_runs": [i["codes"] for i in good],
+        "closed_before_stop_runs": [i["closed_before_stop"] for i in good],
+        "log_events_runs": [i["server"].get("log_events", {}) for i in good],
+        "loop_lag_ms_runs": [i["server"].get("loop_lag_ms") for i in good],
+        "connect_s_runs": [i["connect_s"] for i in good],
         "loop_lag_ms": median(i["server"].get("loop_lag_ms") for i in good),
         "rss_before_open_mb": _mb(median(i["rss_before_open"] for i in good)),
         "rss_open_mb": _mb(median(i["rss_open"] for i in good)),
@@ -293,6 +301,12 @@ def _summarise(name: str, items: list[dict[str, Any]], sessions: int) -> dict[st
         and max(probe_runs, default=0) <= 1
     )
     return result
+
+
+def _per_run(runs: list[dict[str, Any]], skip: str | None = None) -> str:
+    """``code: n`` per run (runs separated by ``;``), or once when every run saw the same."""
+    texts = [", ".join(f"{c}: {n:,.0f}" for c, n in sorted(run.items()) if c != skip) for run in runs]
+    return texts[0] if len(set(texts)) == 1 else "; ".join(texts)
 
 
 def _mb(value: float | None) -> float | None:
@@ -322,8 +336,8 @@ def render(result: dict[str, Any]) -> str:
     for kind, k in result["kinds"].items():
         for name, v in k["variants"].items():
             runs = ", ".join(_f(x, ",.0f") for x in v["last_close_ms_runs"])
-            codes = ", ".join(f"{c}: {n:,.0f}" for c, n in v["codes"].items())
-            frames = ", ".join(f"{c}: {n:,.0f}" for c, n in v["frame_codes"].items() if c != "None")
+            codes = _per_run(v.get("codes_runs") or [v["codes"]])
+            frames = _per_run(v.get("frame_codes_runs") or [v["frame_codes"]], skip="None")
             share = "-"
             if v.get("share") is not None:
                 share = f"{v['share'] * 100:.0f} % ({v['added_ms']:+,.0f} ms)"
@@ -338,6 +352,26 @@ def render(result: dict[str, Any]) -> str:
                 f"{_f(v['rss_before_open_mb'], '.0f')} / {_f(v['rss_open_mb'], '.0f')} / {_f(v['peak_rss_mb'], '.0f')} "
                 f"| {_f(v['bytes_per_connection'], ',.0f')}{added} | {loads} | {goal} |"
             )
+    deadlines = {
+        f"{kind} / {name}": v["deadlines_runs"]
+        for kind, k in result["kinds"].items()
+        for name, v in k["variants"].items()
+        if any(v.get("deadlines_runs") or [])
+    }
+    if deadlines:
+        lines += [
+            "",
+            "Diagnoses that passed ws_diag's deadline (`probe_timeout` + 250 ms) and were reported as Generic "
+            f"(1011 and a Generic frame), per run: {deadlines}.",
+        ]
+    early = {
+        f"{kind} / {name}": v["closed_before_stop_runs"]
+        for kind, k in result["kinds"].items()
+        for name, v in k["variants"].items()
+        if any(v.get("closed_before_stop_runs") or [])
+    }
+    if early:
+        lines += ["", f"Sessions that had ended before Redis was stopped, per run: {early}."]
     errors = {
         f"{kind} / {name}": v["errors"] for kind, k in result["kinds"].items() for name, v in k["variants"].items()
     }
