@@ -567,7 +567,9 @@ async def _hold(cfg: dict[str, Any]) -> dict[str, Any]:
     except TimeoutError:
         line = ""
     stopped_ns = int(line) if line.strip().isdigit() else None
-    closed_early = sum(1 for p in protocols if p.lost.done() or p.close_code is not None)
+    closed_early = sum(  # ended before the stop (the line arrives only once the stop is done: compare clocks)
+        1 for p in protocols if p.close_at_ns is not None and (stopped_ns is None or p.close_at_ns < stopped_ns)
+    )
     pending = [p.lost for p in protocols if not p.lost.done()]
     if pending and stopped_ns is not None:
         await asyncio.wait(pending, timeout=cfg.get("timeout_s", 60.0))

@@ -26,14 +26,18 @@ import contextlib
 import json
 import os
 import sys
+import time
 from typing import Any
 
 from .common import CountingProbe, LogEvents, LoopLag, run_server
 from .runner import quiet_logging, raise_fd_limit
 
-__all__ = ["Hub", "chat_app", "main"]
+__all__ = ["Hub", "TimedProbe", "chat_app", "main"]
 
 CHANNEL = "room:lobby"
+PROFILE_ENV = "WS_DIAG_SCALE_PROFILE"
+"""Set to a file name: the failure phase is profiled (cProfile) and the stats written there."""
+PROFILE: Any = None
 
 
 class Hub:
@@ -45,6 +49,7 @@ class Hub:
         self.failed: BaseException | None = None
         self.waiters: set[asyncio.Future[bytes]] = set()
         self.subscribed = asyncio.Event()
+        self.failed_at: float | None = None  # time.perf_counter() when the subscription failed
 
     def _error(self, cause: BaseException) -> BaseException:
         """A fresh exception for one session: redis-py's own type, or the app's own error (no cause)."""
@@ -68,7 +73,9 @@ class Hub:
                         if not waiter.done():
                             waiter.set_result(message["data"])
         except Exception as exc:  # redis-py's ConnectionError/TimeoutError when Redis goes away
-            self.failed = exc
+            self.failed, self.failed_at = exc, time.perf_counter()
+            if PROFILE is not None:  # profile the failure phase only: from here to the report
+                PROFILE.enable()
             for waiter in list(self.waiters):
                 if not waiter.done():
                     waiter.set_exception(self._error(exc))
@@ -86,6 +93,21 @@ class Hub:
             return await waiter
         finally:
             self.waiters.discard(waiter)
+
+
+class TimedProbe(CountingProbe):
+    """A counting probe that also records when its runs started and ended (``time.perf_counter()``)."""
+
+    def __init__(self, inner: Any) -> None:
+        super().__init__(inner)
+        self.spans: list[tuple[float, float]] = []
+
+    async def check(self) -> Any:
+        began = time.perf_counter()
+        try:
+            return await super().check()
+        finally:
+            self.spans.append((began, time.perf_counter()))
 
 
 def chat_app(hub: Hub) -> Any:
@@ -121,10 +143,10 @@ async def _serve(cfg: dict[str, Any]) -> dict[str, Any]:
     hub_task = asyncio.create_task(hub.run())
     await asyncio.wait_for(hub.subscribed.wait(), 10.0)
     app = chat_app(hub)
-    probes: list[CountingProbe] = []
+    probes: list[TimedProbe] = []
     middleware: DiagnosticsMiddleware | None = None
     if cfg["variant"] == "ws_diag":
-        probes = [CountingProbe(RedisProbe(client=client, timeout=cfg["probe_timeout"]))]
+        probes = [TimedProbe(RedisProbe(client=client, timeout=cfg["probe_timeout"]))]
         settings = DiagSettings(probe_timeout=cfg["probe_timeout"], cache_ttl=cfg["cache_ttl"])
         middleware = DiagnosticsMiddleware(app, settings=settings, probes=probes)
         app = middleware
@@ -141,6 +163,14 @@ async def _serve(cfg: dict[str, Any]) -> dict[str, Any]:
                     "log_events": dict(events.counts),
                     "loop_lag_ms": round(lag.worst_s * 1000, 1),
                     "hub_failed_with": type(hub.failed).__qualname__ if hub.failed is not None else None,
+                    # from the subscription's failure to each probe run's start and end, ms
+                    "probe_spans_ms": [
+                        [round((a - hub.failed_at) * 1000, 1), round((b - hub.failed_at) * 1000, 1)]
+                        for p in probes
+                        for a, b in p.spans
+                    ]
+                    if hub.failed_at is not None
+                    else [],
                 }
     finally:
         hub_task.cancel()
@@ -159,8 +189,17 @@ def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     cfg = json.loads(args[0])
     raise_fd_limit()
+    global PROFILE
+    target = os.environ.get(PROFILE_ENV)
+    if target:
+        import cProfile
+
+        PROFILE = cProfile.Profile()
     with quiet_logging():
         report = asyncio.run(_serve(cfg))
+    if PROFILE is not None:
+        PROFILE.disable()
+        PROFILE.dump_stats(f"{target}.{cfg['kind']}.{cfg['variant']}.{cfg.get('errors')}")
     print(json.dumps(report), flush=True)
     return 0
 
