@@ -353,6 +353,22 @@ def render(result: dict[str, Any]) -> str:
                 f"{_f(v['rss_before_open_mb'], '.0f')} / {_f(v['rss_open_mb'], '.0f')} / {_f(v['peak_rss_mb'], '.0f')} "
                 f"| {_f(v['bytes_per_connection'], ',.0f')}{added} | {loads} | {goal} |"
             )
+    spans = {
+        f"{kind} / {name}": "; ".join(
+            ", ".join(f"{a:,.0f}-{b:,.0f}" for a, b in run) or "none" for run in v["probe_spans_ms_runs"]
+        )
+        for kind, k in result["kinds"].items()
+        for name, v in k["variants"].items()
+        if any(v.get("probe_spans_ms_runs") or [])
+    }
+    if spans:
+        lines += [
+            "",
+            "Probe runs, ms from the subscription's failure to the run's start and end, per run "
+            "(the first diagnosis starts it; the run itself takes under 1 ms of CPU): "
+            + "; ".join(f"{key}: {text}" for key, text in spans.items())
+            + ".",
+        ]
     deadlines = {
         f"{kind} / {name}": v["deadlines_runs"]
         for kind, k in result["kinds"].items()
