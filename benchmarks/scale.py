@@ -283,6 +283,7 @@ def _summarise(name: str, items: list[dict[str, Any]], sessions: int) -> dict[st
         "log_events_runs": [i["server"].get("log_events", {}) for i in good],
         "loop_lag_ms_runs": [i["server"].get("loop_lag_ms") for i in good],
         "probe_spans_ms_runs": [i["server"].get("probe_spans_ms") for i in good],
+        "stalls_ms_runs": [i["server"].get("stalls_ms") for i in good],
         "connect_s_runs": [i["connect_s"] for i in good],
         "loop_lag_ms": median(i["server"].get("loop_lag_ms") for i in good),
         "rss_before_open_mb": _mb(median(i["rss_before_open"] for i in good)),

@@ -110,6 +110,21 @@ class TimedProbe(CountingProbe):
             self.spans.append((began, time.perf_counter()))
 
 
+class Stalls:
+    """The event loop's long iterations: (start, end) of every wake-up of a 5 ms ticker that came > 20 ms late."""
+
+    def __init__(self) -> None:
+        self.spans: list[tuple[float, float]] = []
+
+    async def watch(self) -> None:
+        while True:
+            before = time.perf_counter()
+            await asyncio.sleep(0.005)
+            after = time.perf_counter()
+            if after - before > 0.025:
+                self.spans.append((before + 0.005, after))
+
+
 def chat_app(hub: Hub) -> Any:
     """Accept, then forward every room message to the client until the hub fails."""
 
@@ -141,6 +156,8 @@ async def _serve(cfg: dict[str, Any]) -> dict[str, Any]:
     client = redis.asyncio.Redis.from_url(cfg["redis_url"], socket_timeout=2.0, socket_connect_timeout=1.0)
     hub = Hub(client, cfg.get("errors", "redis"))
     hub_task = asyncio.create_task(hub.run())
+    stalls = Stalls()
+    stall_task = asyncio.create_task(stalls.watch())
     await asyncio.wait_for(hub.subscribed.wait(), 10.0)
     app = chat_app(hub)
     probes: list[TimedProbe] = []
@@ -171,8 +188,17 @@ async def _serve(cfg: dict[str, Any]) -> dict[str, Any]:
                     ]
                     if hub.failed_at is not None
                     else [],
+                    # the loop's stalls after the failure (late ticker wake-ups), ms from the failure
+                    "stalls_ms": [
+                        [round((a - hub.failed_at) * 1000, 1), round((b - hub.failed_at) * 1000, 1)]
+                        for a, b in stalls.spans
+                        if b >= hub.failed_at
+                    ][:20]
+                    if hub.failed_at is not None
+                    else [],
                 }
     finally:
+        stall_task.cancel()
         hub_task.cancel()
         with contextlib.suppress(BaseException):
             await asyncio.wait_for(hub_task, 2.0)
