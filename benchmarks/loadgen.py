@@ -17,6 +17,12 @@ stdout. Modes:
   latency is measured across processes on the shared monotonic clock.
 * ``storm``: ``sessions`` connections opened first, then ``"fail"`` written to
   all of them at once; per-session failure-to-close latency and codes.
+* ``hold``: ``sessions`` connections opened (from ``sources`` loopback
+  addresses in turn, so ephemeral ports cannot run short) and held; a line
+  ``{"opened": n}`` is printed, then the process waits for a line on stdin
+  carrying the ``time.monotonic_ns()`` at which a dependency was stopped, and
+  reports every session's close relative to it (codes, diagnostic frames,
+  sessions that ended without a close frame or not at all).
 
 ``echo`` and ``connect`` run ``rounds`` rounds over ``urls``, A B C ...,
 reversed every other round; before each round they wait (within
@@ -121,11 +127,14 @@ class _CpuMeter:
         return {"loadgen_cores": self.loadgen_cores, "server_cores": self.server_cores, "other_cores": self.other_cores}
 
 
-async def _open(url: str, factory: Callable[[bytes], WSProtocol]) -> WSProtocol:
+async def _open(url: str, factory: Callable[[bytes], WSProtocol], source: str | None = None) -> WSProtocol:
     host, port, path = parse_url(url)
     request = handshake_request(host, port, path)
     loop = asyncio.get_running_loop()
-    _, protocol = await asyncio.wait_for(loop.create_connection(lambda: factory(request), host, port), _CONNECT_TIMEOUT)
+    local = (source, 0) if source is not None else None
+    _, protocol = await asyncio.wait_for(
+        loop.create_connection(lambda: factory(request), host, port, local_addr=local), _CONNECT_TIMEOUT
+    )
     try:
         await asyncio.wait_for(protocol.opened, _CONNECT_TIMEOUT)
     except BaseException:
@@ -134,14 +143,16 @@ async def _open(url: str, factory: Callable[[bytes], WSProtocol]) -> WSProtocol:
     return protocol
 
 
-async def _open_many(url: str, count: int, factory: Callable[[bytes], WSProtocol], limit: int) -> list[WSProtocol]:
+async def _open_many(
+    url: str, count: int, factory: Callable[[bytes], WSProtocol], limit: int, sources: list[str] | None = None
+) -> list[WSProtocol]:
     gate = asyncio.Semaphore(limit)
 
-    async def one() -> WSProtocol:
+    async def one(index: int) -> WSProtocol:
         async with gate:
-            return await _open(url, factory)
+            return await _open(url, factory, sources[index % len(sources)] if sources else None)
 
-    return list(await asyncio.gather(*(one() for _ in range(count))))
+    return list(await asyncio.gather(*(one(i) for i in range(count))))
 
 
 async def _close_all(protocols: Iterable[WSProtocol], limit_s: float = 5.0) -> None:
@@ -540,7 +551,49 @@ async def _storm(cfg: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-_MODES = {"echo": _echo, "connect": _connect, "fail": _fail, "storm": _storm}
+async def _hold(cfg: dict[str, Any]) -> dict[str, Any]:
+    sessions: int = cfg["sessions"]
+    sources: list[str] = cfg.get("sources") or []
+    began = time.perf_counter()
+    try:
+        protocols = await _open_many(cfg["url"], sessions, _FailClient, cfg.get("connect_concurrency", 64), sources)
+    except (HandshakeError, OSError, TimeoutError) as exc:
+        print(json.dumps({"opened": 0}), flush=True)
+        return {"mode": "hold", "error": f"could not open {sessions} sessions: {type(exc).__name__}: {exc}"}
+    connect_s = time.perf_counter() - began
+    print(json.dumps({"opened": len(protocols), "connect_s": round(connect_s, 3)}), flush=True)
+    try:
+        line = await asyncio.wait_for(asyncio.to_thread(sys.stdin.readline), cfg.get("hold_s", 300.0))
+    except TimeoutError:
+        line = ""
+    stopped_ns = int(line) if line.strip().isdigit() else None
+    closed_early = sum(  # ended before the stop (the line arrives only once the stop is done: compare clocks)
+        1 for p in protocols if p.close_at_ns is not None and (stopped_ns is None or p.close_at_ns < stopped_ns)
+    )
+    pending = [p.lost for p in protocols if not p.lost.done()]
+    if pending and stopped_ns is not None:
+        await asyncio.wait(pending, timeout=cfg.get("timeout_s", 60.0))
+    never = sum(1 for p in protocols if p.close_code is None or not p.lost.done())
+    outcomes = [p for p in protocols if isinstance(p, _FailClient)]
+    after = [p.close_at_ns - stopped_ns for p in outcomes if p.close_at_ns is not None and stopped_ns is not None]
+    for protocol in protocols:
+        if not protocol.lost.done():
+            protocol.abort()
+    return {
+        "mode": "hold",
+        "sessions": sessions,
+        "connect_s": round(connect_s, 3),
+        "stopped_ns": stopped_ns,
+        "closed_before_stop": closed_early,
+        "never_closed": never,
+        "codes": dict(Counter(str(p.close_code) for p in outcomes)),
+        "frame_codes": dict(Counter(str(p.frame_code) for p in outcomes)),
+        "reasons": dict(Counter(p.close_reason for p in outcomes).most_common(3)),
+        "stop_to_close_ms": summary(after, 1e6),
+    }
+
+
+_MODES = {"echo": _echo, "connect": _connect, "fail": _fail, "storm": _storm, "hold": _hold}
 
 
 async def _main(cfg: dict[str, Any]) -> dict[str, Any]:

@@ -143,7 +143,31 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str, str]]:
                 _met(r["goal"]["no_growth"] and r["goal"]["tasks_back_to_baseline"]),
             ),
         ]
-    return rows + _herd_rows(sections.get("herd"))
+    return rows + _herd_rows(sections.get("herd")) + _scale_rows(sections.get("scale"))
+
+
+def _scale_rows(r: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:
+    if r is None:
+        return []
+    rows: list[tuple[str, str, str, str]] = []
+    for kind, k in r["kinds"].items():
+        bare = k["variants"].get("bare", {})
+        for name, v in k["variants"].items():
+            if name == "bare":
+                continue
+            share = "-" if v.get("share") is None else f"{v['share'] * 100:.0f} %"
+            rows.append(
+                (
+                    f"9. {r['sessions']:,} sessions on {kind}, Redis stops, {name}",
+                    "<= 1 probe run per window, < 1 KiB added per connection, 0 wrong codes, 0 without close frame",
+                    f"last close {_f(v['last_close_ms'], ',.0f')} ms after the stop (bare "
+                    f"{_f(bare.get('last_close_ms'), ',.0f')} ms; ws_diag's share {share}); probe runs "
+                    f"{v['probe_runs']}; {_f(v.get('added_bytes_per_connection'), '+,.0f')} B per connection; "
+                    f"wrong codes {v['wrong_codes']}; without close frame {v['no_close_frame']}",
+                    _met(v["goal_met"]),
+                )
+            )
+    return rows
 
 
 def _herd_rows(r: dict[str, Any] | None) -> list[tuple[str, str, str, str]]:

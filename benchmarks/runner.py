@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
-from . import connect, diagnosis, herd, memory, message_path, server_path, sessions, storm
+from . import connect, diagnosis, herd, memory, message_path, scale, server_path, sessions, storm
 from .common import ProbeClients, Services, machine, machine_busy, probe_clients, progress, services
 
 __all__ = ["SECTIONS", "Section", "quiet_logging", "raise_fd_limit", "run_sections"]
@@ -44,6 +44,10 @@ async def _sessions(cfg: Any, _: ProbeClients | None) -> dict[str, Any]:
 
 async def _herd(cfg: Any, _: ProbeClients | None) -> dict[str, Any]:
     return await herd.run(cfg)
+
+
+async def _scale(cfg: Any, _: ProbeClients | None) -> dict[str, Any]:
+    return await scale.run(cfg)  # starts (and stops) a Redis of its own per run
 
 
 def _with_clients(
@@ -85,6 +89,7 @@ SECTIONS: dict[str, Section] = {
         "7. Per-session cost of lifecycle listeners", sessions.SessionsConfig, _sessions, sessions.render, False
     ),
     "herd": Section("8. The herd after an outage (simulated)", herd.HerdConfig, _herd, herd.render, False),
+    "scale": Section("9. Scale: 10,000 sessions when Redis stops", scale.ScaleConfig, _scale, scale.render, False),
 }
 
 

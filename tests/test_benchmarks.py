@@ -289,3 +289,27 @@ async def test_herd_shipped_policy_decides_like_reconnecting() -> None:
             real.append(client._decide(retry_action(code, frame), None, None))
         simulated = [herd.shipped_policy(code, frame, policy).next_delay(i, r) for i, r in enumerate(rands)]
         assert simulated[: len(real)] == real
+
+
+@pytest.mark.asyncio
+async def test_quick_scale_section() -> None:
+    """The scale section opens sessions, stops its own Redis and accounts for every client's close."""
+    results = await run_sections(["scale"], quick=True, command="test")
+    result = results["sections"]["scale"]
+    sessions = result["sessions"]
+    variants = result["kinds"]["uvicorn"]["variants"]
+    assert set(variants) == {"bare", "ws_diag", "ws_diag, app error"}
+    for name, variant in variants.items():
+        assert variant["errors"] == [], name
+        assert variant["closed_before_stop"] == 0, name
+        assert sum(variant["codes"].values()) == sessions, name
+        for key in ("last_close_ms", "p99_close_ms", "rss_open_mb", "peak_rss_mb", "bytes_per_connection"):
+            assert finite(variant[key]), (name, key)
+    for name in ("ws_diag", "ws_diag, app error"):
+        assert finite(variants[name]["added_bytes_per_connection"])
+        assert finite(variants[name]["wrong_codes"])
+        assert variants[name]["probe_runs"]
+        assert all(finite(n) for n in variants[name]["probe_runs"])
+    assert isinstance(result["goal"]["met"], bool)
+    assert SECTIONS["scale"].title in render(results)
+    assert len(summary_rows(results)) == 2
