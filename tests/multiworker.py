@@ -22,7 +22,8 @@ import pytest
 from servers import free_port
 
 GUNICORN_CONF = Path(__file__).resolve().parent.parent / "ops" / "gunicorn" / "gunicorn.conf.py"
-# uvicorn --workers; gunicorn with no config at all; gunicorn with the documented config (ops/gunicorn/gunicorn.conf.py, child_exit hook).
+# uvicorn --workers; gunicorn with no config at all; gunicorn with the documented config
+# (ops/gunicorn/gunicorn.conf.py, its child_exit hook).
 KINDS = ("uvicorn", "gunicorn", "gunicorn-child_exit")
 POLL_TIMEOUT = 30.0  # generous: two cores shared with other suites; each poll ends as soon as it sees the state
 

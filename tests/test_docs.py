@@ -8,12 +8,15 @@ it is only compiled. ``mkdocs build --strict`` itself runs in ``scripts/test``.
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import importlib.util
 import json
+import logging
 import re
 import sys
 import textwrap
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 from typing import Any
@@ -68,11 +71,32 @@ PAGES = sorted(path for path in DOCS.rglob("*.md") if python_blocks(path))
 
 def _run_page(path: Path) -> dict[str, Any]:
     namespace: dict[str, Any] = {"__name__": f"docs_{path.stem.replace('-', '_')}"}
-    for line, code, fragment in python_blocks(path):
-        compiled = compile(code, f"{path.relative_to(ROOT)}:{line}", "exec")
-        if not fragment:
-            exec(compiled, namespace)  # noqa: S102 - the documentation's own snippets
+    with _logging_restored():
+        for line, code, fragment in python_blocks(path):
+            compiled = compile(code, f"{path.relative_to(ROOT)}:{line}", "exec")
+            if not fragment:
+                exec(compiled, namespace)  # noqa: S102 - the documentation's own snippets
     return namespace
+
+
+@contextlib.contextmanager
+def _logging_restored() -> Iterator[None]:
+    """Undo what a page's snippets do to logging (a level set on ``ws_diag`` would hide later tests' records)."""
+    names = ["", *logging.root.manager.loggerDict]
+    saved = {}
+    for name in names:
+        logger = logging.getLogger(name)
+        saved[name] = (logger.level, list(logger.handlers), logger.propagate, logger.disabled)
+    try:
+        yield
+    finally:
+        for name in ["", *logging.root.manager.loggerDict]:
+            logger = logging.getLogger(name)
+            level, handlers, propagate, disabled = saved.get(name, (logging.NOTSET, [], True, False))
+            logger.setLevel(level)
+            logger.handlers[:] = handlers
+            logger.propagate = propagate
+            logger.disabled = disabled
 
 
 @pytest.mark.parametrize("page", PAGES, ids=[str(page.relative_to(DOCS)) for page in PAGES])
