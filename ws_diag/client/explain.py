@@ -24,7 +24,7 @@ from ..wire.schemes import CodeScheme, component_for_wire_code
 
 __all__ = ["Explanation", "explain", "parse_frame"]
 
-# ws_diag's close reason: "<Component> failure (incident <16 hex>)" (diagnosis.close_reason).
+# ws_diag's close reason: "<Component> failure (incident <16 hex>)" (wire.frame.close_reason).
 _INCIDENT_IN_REASON = re.compile(r"\(incident ([0-9a-f]{16})\)\Z")
 _SOURCES = frozenset(get_args(DiagnosisSource))
 
