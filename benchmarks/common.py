@@ -21,8 +21,8 @@ from typing import Any
 
 from ws_diag._types import ASGIApp, Receive, Scope, Send
 from ws_diag.bench import echo_app, environment
-from ws_diag.probes import Probe
-from ws_diag.probes.base import ProbeDetails
+from ws_diag.health.probes import Probe
+from ws_diag.health.probes.base import ProbeDetails
 
 ROOT = Path(__file__).resolve().parent.parent
 TESTS = ROOT / "tests"
@@ -151,7 +151,7 @@ class ProbeClients:
 
     def probes(self, *, missing_env: bool = False) -> list[CountingProbe]:
         """Counting probes through the pool and the client (and an EnvProbe that fails, if asked)."""
-        from ws_diag.probes import EnvProbe, PostgresProbe, RedisProbe
+        from ws_diag.health.probes import EnvProbe, PostgresProbe, RedisProbe
 
         probes = [CountingProbe(PostgresProbe(pool=self.pool)), CountingProbe(RedisProbe(client=self.redis))]
         if missing_env:

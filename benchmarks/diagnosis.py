@@ -34,7 +34,7 @@ from typing import Any
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag._types import ASGIApp
-from ws_diag.probes import EnvProbe, PostgresProbe, RedisProbe
+from ws_diag.health.probes import EnvProbe, PostgresProbe, RedisProbe
 
 from .common import (
     MISSING_ENV,

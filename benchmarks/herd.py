@@ -17,13 +17,13 @@ Policies compared:
   the real :class:`ws_diag.DiagnosticsMiddleware` (an app that raises
   ``redis.exceptions.ConnectionError``, default settings: 4007 and a frame with
   ``retry_after_ms`` 1000), read with :func:`ws_diag.client.parse_frame`; the
-  decision is :func:`ws_diag.codes.retry_action` (the table) and the delay
+  decision is :func:`ws_diag.retry.retry_action` (the table) and the delay
   :meth:`ws_diag.client.RetryPolicy.delay` (``retry_delay_ms``: the frame's
   ``retry_after_ms`` plus full jitter between ``min_delay`` and
   ``min(max_delay, min_delay * 2 ** (attempt + 1))``), both called, not copied.
   The few lines around them (give up after ``max_attempts`` reconnects in a row,
   the count reset after a connection open ``reset_after``) live in
-  ``Reconnecting._decide``/``_closed`` (ws_diag/client.py) and in ``connect()``
+  ``Reconnecting._decide``/``_closed`` (ws_diag/client/reconnect.py) and in ``connect()``
   of clients/js/ws-diag.js (the ``close`` listener: reset, ``retryAction``,
   ``maxAttempts``, ``retryDelayMs``, ``attempt += 1``); they are mirrored in
   :func:`shipped_policy`, and ``tests/test_benchmarks.py`` checks the mirror
@@ -62,7 +62,7 @@ from ws_diag import DiagnosticsMiddleware, DiagSettings
 from ws_diag._types import Message, Receive, Scope, Send
 from ws_diag.bench import websocket_scope
 from ws_diag.client import RetryPolicy, parse_frame
-from ws_diag.codes import RetryAction, retry_action
+from ws_diag.retry import RetryAction, retry_action
 
 __all__ = ["PLOT", "HerdConfig", "Policy", "outage_close", "plot", "policies", "render", "run", "shipped_policy"]
 
@@ -135,7 +135,7 @@ async def outage_close() -> tuple[int, dict[str, Any]]:
 def shipped_policy(code: int, frame: dict[str, Any], policy: RetryPolicy | None = None) -> Policy:
     """ws_diag's clients after a close with ``code`` and ``frame``, every time (the outage's close).
 
-    Mirrors ``Reconnecting._decide`` (ws_diag/client.py) and the ``close`` listener of
+    Mirrors ``Reconnecting._decide`` (ws_diag/client/reconnect.py) and the ``close`` listener of
     ``connect()`` in clients/js/ws-diag.js: ``retry_action`` decides; past
     ``max_attempts`` reconnects in a row it stops; the delay is ``RetryPolicy.delay``.
     The count's reset (a connection open ``reset_after``, 5 s) never happens here: the

@@ -28,7 +28,7 @@ import ws_diag
 from ws_diag import DiagnosticsMiddleware, DiagSettings
 from ws_diag._types import ASGIApp, Message
 from ws_diag.bench import echo_app, websocket_scope
-from ws_diag.probes import CallableProbe, EnvProbe, Probe
+from ws_diag.health.probes import CallableProbe, EnvProbe, Probe
 
 from .common import MISSING_ENV, QuietGate, failing_app
 from .stats import median

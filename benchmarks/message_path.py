@@ -23,7 +23,7 @@ from typing import Any
 from ws_diag import DiagnosticsMiddleware, DiagSettings
 from ws_diag._types import ASGIApp, Message, Receive, Scope, Send
 from ws_diag.bench import Variant, async_send_wrapper, echo_app, measure
-from ws_diag.probes import EnvProbe, PostgresProbe, RedisProbe
+from ws_diag.health.probes import EnvProbe, PostgresProbe, RedisProbe
 
 from .common import QuietGate
 

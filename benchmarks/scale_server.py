@@ -151,7 +151,7 @@ async def _serve(cfg: dict[str, Any]) -> dict[str, Any]:
     import redis.asyncio
 
     from ws_diag import DiagnosticsMiddleware, DiagSettings
-    from ws_diag.probes import RedisProbe
+    from ws_diag.health.probes import RedisProbe
 
     client = redis.asyncio.Redis.from_url(cfg["redis_url"], socket_timeout=2.0, socket_connect_timeout=1.0)
     hub = Hub(client, cfg.get("errors", "redis"))

@@ -38,8 +38,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings
-from ws_diag.probes import PostgresProbe, Probe
-from ws_diag.probes.base import ProbeDetails
+from ws_diag.health.probes import PostgresProbe, Probe
+from ws_diag.health.probes.base import ProbeDetails
 
 from .common import (
     SERVER_KINDS,

@@ -12,7 +12,7 @@ import jsonschema
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
-from ws_diag.diagnosis import frame_schema
+from ws_diag.wire.frame import frame_schema
 
 __all__ = ["CLIENT_TIMEOUT", "Session", "talk"]
 

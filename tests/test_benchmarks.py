@@ -20,7 +20,7 @@ from ws_diag import DiagnosticsMiddleware, DiagSettings
 from ws_diag.bench import default_variants, echo_app, import_from_string, measure
 from ws_diag.cli import main as cli_main
 from ws_diag.client import Reconnecting, RetryPolicy
-from ws_diag.codes import retry_action
+from ws_diag.retry import retry_action
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:

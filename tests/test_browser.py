@@ -30,8 +30,8 @@ from servers import run_server
 
 from ws_diag import Component, DiagSettings
 from ws_diag.client import explain as python_explain
-from ws_diag.codes import CodeScheme
 from ws_diag.demo import DEMO_SECRET, build_app
+from ws_diag.wire.schemes import CodeScheme
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -25,7 +25,7 @@ from starlette.websockets import WebSocket
 from test_browser import TIMEOUT_MS, browser, open_demo  # noqa: F401 - browser: the module's Chromium fixture
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
-from ws_diag.probes import CallableProbe, ProbeFailed
+from ws_diag.health.probes import CallableProbe, ProbeFailed
 
 pytestmark = pytest.mark.asyncio(loop_scope="module")
 

@@ -17,8 +17,8 @@ import starlette.websockets
 import ujson
 
 from ws_diag import CLIENT_GONE, Classifier, Component, CustomComponent
-from ws_diag.diagnoser import Diagnoser
-from ws_diag.diagnosis import build_frame
+from ws_diag.attribution import Diagnoser
+from ws_diag.wire.frame import build_frame
 
 
 def test_builtin_rules_cover_asyncpg_and_redis() -> None:

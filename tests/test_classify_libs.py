@@ -357,11 +357,11 @@ async def test_llm_component_is_configurable(sdk: str, http_server: str) -> None
 async def test_rules_and_probes_import_none_of_the_libraries() -> None:
     """Importing ws_diag, its probes package and classifying imports none of the optional libraries."""
     code = (
-        "import sys, ws_diag, ws_diag.probes\n"
+        "import sys, ws_diag, ws_diag.health.probes\n"
         "from ws_diag.classify import Classifier\n"
         "from ws_diag import DiagSettings\n"
         "Classifier().classify(ValueError())\n"
-        "ws_diag.probes.probes_from_settings(DiagSettings())\n"
+        "ws_diag.health.probes.probes_from_settings(DiagSettings())\n"
         "libs = ('sqlalchemy', 'psycopg', 'httpx', 'aiohttp', 'openai', 'anthropic', 'asyncpg', 'redis')\n"
         "print(sorted(name for name in libs if name in sys.modules))\n"
     )

@@ -11,7 +11,7 @@ import pytest
 from services import PostgresServer, RedisServer, SilentListener
 
 from ws_diag import Component
-from ws_diag.codes import is_sendable_close_code
+from ws_diag.wire.closecodes import is_sendable_close_code
 
 TIMEOUT = 60
 

@@ -19,8 +19,9 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag.client import ReconnectEvent, Reconnecting, RetryPolicy, reconnecting
-from ws_diag.codes import CLOSE_NO_STATUS, CLOSE_NORMAL, CLOSE_SERVICE_RESTART, RetryAction
-from ws_diag.probes import CallableProbe, ProbeFailed
+from ws_diag.health.probes import CallableProbe, ProbeFailed
+from ws_diag.retry import RetryAction
+from ws_diag.wire.closecodes import CLOSE_NO_STATUS, CLOSE_NORMAL, CLOSE_SERVICE_RESTART
 
 pytestmark = pytest.mark.asyncio
 

@@ -5,15 +5,9 @@ from __future__ import annotations
 import pytest
 
 from ws_diag import Component, CustomComponent
-from ws_diag.codes import (
-    MAX_REASON_BYTES,
-    frame_code,
-    is_sendable_close_code,
-    repair_close_code,
-    truncate_reason,
-    validate_components,
-    wire_code,
-)
+from ws_diag.components import validate_components
+from ws_diag.wire.closecodes import MAX_REASON_BYTES, is_sendable_close_code, repair_close_code, truncate_reason
+from ws_diag.wire.schemes import frame_code, wire_code
 
 NEVER_ON_THE_WIRE = {1004, 1005, 1006, 1015}
 

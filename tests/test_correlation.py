@@ -12,14 +12,15 @@ import jsonschema
 import pydantic
 import pytest
 from asgi_correlation_id import CorrelationIdMiddleware, correlation_id
-from clients import Session, talk
 from harness import CONNECT, drive, text, ws_scope
 from servers import run_server
 
+from clients import Session, talk
 from ws_diag import DiagnosisEvent, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
-from ws_diag.diagnosis import frame_schema, valid_request_id
+from ws_diag.diagnosis import valid_request_id
 from ws_diag.integrations.correlation import CorrelationIdListener
 from ws_diag.lifecycle import Connection, ConnectionListener
+from ws_diag.wire.frame import frame_schema
 
 
 class Seen(ConnectionListener):

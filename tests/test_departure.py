@@ -1,4 +1,4 @@
-"""Whose client left: decided from one connection's own evidence (ws_diag.departure)."""
+"""Whose client left: decided from one connection's own evidence (ws_diag.classify.departure)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import pytest
 from starlette.websockets import WebSocketDisconnect
 
 from ws_diag import Classifier
-from ws_diag.departure import CallSite, client_left
+from ws_diag.classify.departure import CallSite, client_left
 
 
 class FakeServerConnection:

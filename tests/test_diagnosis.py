@@ -9,28 +9,23 @@ import jsonschema
 import pytest
 
 from ws_diag import Component, CustomComponent, WebSocketComponentError
-from ws_diag.codes import MAX_REASON_BYTES
-from ws_diag.diagnosis import (
-    MAX_DETAILS_BYTES,
-    MAX_FRAME_BYTES,
-    Diagnosis,
-    build_frame,
-    close_reason,
-    describe_exception,
-    frame_json,
-    frame_schema,
-    redact,
-)
+from ws_diag.diagnosis import Diagnosis
 from ws_diag.redaction import (
     MAX_COMPONENT_BYTES,
+    MAX_DETAILS_BYTES,
     MAX_DETAILS_DEPTH,
+    MAX_FRAME_BYTES,
     MAX_MESSAGE_BYTES,
     MAX_ROOT_CAUSE_BYTES,
     MAX_SUGGESTION_BYTES,
     MAX_SUGGESTIONS,
     MAX_USER_ID_BYTES,
     bound_text,
+    describe_exception,
+    redact,
 )
+from ws_diag.wire.closecodes import MAX_REASON_BYTES
+from ws_diag.wire.frame import build_frame, close_reason, frame_json, frame_schema
 
 SECRET = "hunter2-Sup3rSecret"
 

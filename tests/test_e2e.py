@@ -7,15 +7,15 @@ import logging
 from typing import Any
 
 import pytest
-from clients import talk
 from servers import SERVER_KINDS, run_server
 from starlette.applications import Starlette
 from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.exceptions import InvalidStatus
 
+from clients import talk
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
-from ws_diag.probes import CallableProbe, ProbeFailed
+from ws_diag.health.probes import CallableProbe, ProbeFailed
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("kind", SERVER_KINDS)]
 

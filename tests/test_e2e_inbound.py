@@ -20,8 +20,8 @@ from websockets.exceptions import ConnectionClosed
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings
 from ws_diag.client import ReconnectEvent, RetryPolicy, reconnecting
-from ws_diag.codes import retry_action
-from ws_diag.diagnosis import frame_schema
+from ws_diag.retry import retry_action
+from ws_diag.wire.frame import frame_schema
 
 CLIENT_TIMEOUT = 10
 # One reconnect allowed: a client that wrongly retries runs the body twice, and the test says so.

@@ -26,7 +26,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings
-from ws_diag.diagnosis import frame_schema
+from ws_diag.wire.frame import frame_schema
 
 CLIENT_TIMEOUT = 10
 

@@ -22,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings
 from ws_diag.health import HealthChecker, StatusChange
-from ws_diag.probes import SQLAlchemyProbe
+from ws_diag.health.probes import SQLAlchemyProbe
 
 CLIENT_TIMEOUT = 10
 THRESHOLD = 2

@@ -12,7 +12,7 @@ from pydantic import SecretStr
 from servers import run_server
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings
-from ws_diag.probes import CallableProbe, ProbeFailed
+from ws_diag.health.probes import CallableProbe, ProbeFailed
 
 pytestmark = pytest.mark.asyncio
 

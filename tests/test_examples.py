@@ -15,10 +15,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from clients import CLIENT_TIMEOUT, Session, talk
 from servers import SERVER_KINDS, run_server
 from websockets.exceptions import InvalidStatus
 
+from clients import CLIENT_TIMEOUT, Session, talk
 from ws_diag.testing.servers import DaphneServer as Daphne
 
 ROOT = Path(__file__).resolve().parents[1]

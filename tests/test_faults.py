@@ -16,7 +16,7 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from ws_diag import Classifier, Component, DiagnosticsMiddleware, DiagSettings
-from ws_diag.probes import PostgresProbe, Probe, RedisProbe
+from ws_diag.health.probes import PostgresProbe, Probe, RedisProbe
 
 pytestmark = pytest.mark.asyncio
 

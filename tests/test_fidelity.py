@@ -14,7 +14,6 @@ from typing import Any
 
 import pytest
 import redis.exceptions
-from clients import CLIENT_TIMEOUT, talk
 from servers import SERVER_KINDS, run_daphne, run_server
 from starlette.applications import Starlette
 from starlette.exceptions import WebSocketException
@@ -23,6 +22,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 from websockets.asyncio.client import connect
 
+from clients import CLIENT_TIMEOUT, talk
 from ws_diag import DiagnosticsMiddleware, DiagSettings
 from ws_diag.lifecycle import Connection, ConnectionListener
 

@@ -12,7 +12,7 @@ import pytest
 
 from ws_diag import Component, CustomComponent
 from ws_diag.health import HealthChecker
-from ws_diag.probes import CallableProbe, ProbeFailed
+from ws_diag.health.probes import CallableProbe, ProbeFailed
 
 pytestmark = pytest.mark.asyncio
 

@@ -12,8 +12,8 @@ from harness import bearer, http_request
 from servers import run_server
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings
-from ws_diag.health_format import HEALTH_JSON, MAX_OUTPUT_CHARS, negotiate
-from ws_diag.probes import CallableProbe, ProbeFailed
+from ws_diag.health.formats import HEALTH_JSON, MAX_OUTPUT_CHARS, negotiate
+from ws_diag.health.probes import CallableProbe, ProbeFailed
 from ws_diag.settings import describe_settings_error
 
 pytestmark = pytest.mark.asyncio

@@ -16,7 +16,7 @@ from services import RedisServer
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings
 from ws_diag.health import HealthChecker, StatusChange, validate_websocket_component_health
-from ws_diag.probes import ProbeFailed
+from ws_diag.health.probes import ProbeFailed
 
 pytestmark = pytest.mark.asyncio
 

@@ -17,9 +17,9 @@ from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from ws_diag import Component, CustomComponent, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
-from ws_diag.codes import MAX_REASON_BYTES, is_sendable_close_code
-from ws_diag.diagnosis import MAX_FRAME_BYTES
-from ws_diag.probes import CallableProbe, EnvProbe, PostgresProbe
+from ws_diag.health.probes import CallableProbe, EnvProbe, PostgresProbe
+from ws_diag.redaction import MAX_FRAME_BYTES
+from ws_diag.wire.closecodes import MAX_REASON_BYTES, is_sendable_close_code
 
 pytestmark = pytest.mark.asyncio
 

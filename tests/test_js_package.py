@@ -26,8 +26,8 @@ from servers import run_server
 from test_demo import http
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
-from ws_diag.codes import CLOSE_SERVICE_RESTART
 from ws_diag.demo import build_app
+from ws_diag.wire.closecodes import CLOSE_SERVICE_RESTART
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGE = ROOT / "clients" / "js"

@@ -19,7 +19,6 @@ from typing import Any
 
 import httpx
 import pytest
-from clients import CLIENT_TIMEOUT, talk
 from harness import CONNECT, drive, ws_scope
 from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
 from prometheus_client.parser import text_string_to_metric_families
@@ -29,10 +28,11 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.asyncio.client import connect
 
+from clients import CLIENT_TIMEOUT, talk
 from ws_diag import Component, CustomComponent, DiagnosticsMiddleware, DiagSettings
+from ws_diag.health.probes import CallableProbe, ProbeFailed
 from ws_diag.integrations.prometheus import CLOSED_OUTCOMES, DIAGNOSIS_SOURCES, PrometheusMetrics
-from ws_diag.metrics import PrometheusMetrics as ReExported
-from ws_diag.probes import CallableProbe, ProbeFailed
+from ws_diag.integrations.prometheus import PrometheusMetrics as ReExported
 
 Labels = frozenset[tuple[str, str]]
 

@@ -27,7 +27,7 @@ def test_prometheus_multiprocess_mode(tmp_path: Any) -> None:
     worker = textwrap.dedent(
         """
         import sys
-        from ws_diag.metrics import PrometheusMetrics
+        from ws_diag.integrations.prometheus import PrometheusMetrics
         from ws_diag import Component, Diagnosis, DiagnosisEvent
         from ws_diag.health import HealthReport, ProbeResult
         from ws_diag.lifecycle import Connection

@@ -620,7 +620,7 @@ async def test_slow_client_still_gets_the_apps_close() -> None:
 async def test_checker_with_a_longer_deadline_is_respected() -> None:
     """A checker given a longer timeout than probe_timeout still gets to name the component."""
     from ws_diag import HealthChecker
-    from ws_diag.probes import CallableProbe, ProbeFailed
+    from ws_diag.health.probes import CallableProbe, ProbeFailed
 
     async def slow_failure() -> None:
         await asyncio.sleep(0.1)

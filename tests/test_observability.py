@@ -18,10 +18,10 @@ from prometheus_client import CollectorRegistry
 
 from ws_diag import Component, DiagnosisEvent, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag.client import explain, parse_frame
+from ws_diag.health.probes import CallableProbe, ProbeFailed
+from ws_diag.integrations.opentelemetry import span_event
+from ws_diag.integrations.prometheus import PrometheusMetrics
 from ws_diag.logs import JsonFormatter
-from ws_diag.metrics import PrometheusMetrics
-from ws_diag.otel import span_event
-from ws_diag.probes import CallableProbe, ProbeFailed
 
 pytestmark = pytest.mark.asyncio
 

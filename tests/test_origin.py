@@ -19,10 +19,10 @@ from services import free_port
 from uvicorn.protocols.utils import ClientDisconnected
 
 from ws_diag import CLIENT_GONE, Classifier, Component, CustomComponent
-from ws_diag.diagnoser import Diagnoser
+from ws_diag.attribution import Diagnoser
+from ws_diag.classify.origin import frames_inner_first
 from ws_diag.health import HealthChecker
-from ws_diag.origin import frames_inner_first
-from ws_diag.probes import CallableProbe, ProbeFailed
+from ws_diag.health.probes import CallableProbe, ProbeFailed
 
 LLM = CustomComponent("llm", "LLM Provider", 4420, "The LLM provider failed")
 

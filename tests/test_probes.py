@@ -13,7 +13,7 @@ from services import PostgresServer, RedisServer, SilentListener
 
 from ws_diag import DiagSettings
 from ws_diag.health import HealthChecker, validate_websocket_component_health
-from ws_diag.probes import EnvProbe, MissingEnvironment, PostgresProbe, RedisProbe, probes_from_settings
+from ws_diag.health.probes import EnvProbe, MissingEnvironment, PostgresProbe, RedisProbe, probes_from_settings
 
 pytestmark = pytest.mark.asyncio
 

@@ -18,7 +18,7 @@ from test_cli import run
 
 from ws_diag import Component, DiagSettings
 from ws_diag.health import HealthChecker
-from ws_diag.probes import HttpProbe, SQLAlchemyProbe, probes_from_settings
+from ws_diag.health.probes import HttpProbe, SQLAlchemyProbe, probes_from_settings
 
 DEADLINE = 0.3
 # "It did not hang": far above the deadline, far below any client library default.

@@ -13,12 +13,13 @@ import pydantic
 import pytest
 
 from ws_diag import Classifier, Component, CustomComponent, DiagSettings, WebSocketComponentError
+from ws_diag.attribution import Diagnoser
 from ws_diag.client import Explanation, RetryPolicy, explain, retry_delay_ms
-from ws_diag.codes import MAX_RETRY_AFTER_MS, RetryAction, retry_action
-from ws_diag.diagnoser import Diagnoser
-from ws_diag.diagnosis import DEFAULT_RETRY_AFTER, Diagnosis, build_frame, close_reason, frame_schema
+from ws_diag.diagnosis import DEFAULT_RETRY_AFTER, Diagnosis
 from ws_diag.health import HealthChecker
-from ws_diag.probes import CallableProbe, ProbeFailed
+from ws_diag.health.probes import CallableProbe, ProbeFailed
+from ws_diag.retry import MAX_RETRY_AFTER_MS, RetryAction, retry_action
+from ws_diag.wire.frame import build_frame, close_reason, frame_schema
 
 CASES = json.loads((Path(__file__).parent / "retry_cases.json").read_text("utf-8"))
 

@@ -8,7 +8,6 @@ from typing import Any
 
 import pytest
 import sentry_sdk
-from clients import CLIENT_TIMEOUT, talk
 from harness import CONNECT, drive, text, ws_scope
 from sentry_sdk.envelope import Envelope
 from sentry_sdk.integrations.asgi import SentryAsgiMiddleware
@@ -17,12 +16,12 @@ from sentry_sdk.transport import Transport
 from servers import run_server
 from websockets.asyncio.client import connect
 
+from clients import CLIENT_TIMEOUT, talk
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
-from ws_diag.codes import SERVICE_RESTART
+from ws_diag.components import SERVICE_RESTART
 from ws_diag.diagnosis import Diagnosis
 from ws_diag.integrations.sentry import SentryListener
-from ws_diag.lifecycle import Connection
-from ws_diag.responder import DiagnosisEvent
+from ws_diag.lifecycle import Connection, DiagnosisEvent
 
 
 class MemoryTransport(Transport):

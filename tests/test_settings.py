@@ -9,9 +9,9 @@ from types import MappingProxyType
 import pydantic
 import pytest
 
-from ws_diag import DiagnosticsMiddleware, DiagSettings, dsn
-from ws_diag import settings as settings_module
-from ws_diag.settings import describe_settings_error, load_settings
+from ws_diag import DiagnosticsMiddleware, DiagSettings
+from ws_diag.settings import describe_settings_error, dsn, load_settings
+from ws_diag.settings import model as settings_module
 
 
 def test_defaults() -> None:

@@ -15,11 +15,11 @@ import logging
 from typing import Any
 
 import pytest
-from clients import CLIENT_TIMEOUT, Session
 from servers import SERVER_KINDS, run_daphne, run_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from clients import CLIENT_TIMEOUT, Session
 from ws_diag import DiagnosticsMiddleware, DiagSettings
 from ws_diag.lifecycle import Connection, ConnectionListener
 

@@ -9,7 +9,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
-from clients import CLIENT_TIMEOUT
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -19,6 +18,7 @@ from servers import run_server
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
+from clients import CLIENT_TIMEOUT
 from ws_diag import DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag.integrations.opentelemetry import EVENT_NAME, SPAN_NAME, OpenTelemetryListener
 

@@ -15,8 +15,8 @@ from typing import Any
 from prometheus_client import CollectorRegistry, make_asgi_app, multiprocess
 
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings
+from ws_diag.health.probes import CallableProbe
 from ws_diag.integrations.prometheus import PrometheusMetrics
-from ws_diag.probes import CallableProbe
 
 HEALTH_FILE = Path(os.environ["WS_DIAG_TEST_HEALTH_FILE"])
 

@@ -14,9 +14,10 @@ from typing import Any
 import pydantic
 from pydantic_settings import SettingsError
 
-from .codes import Component, wire_code
+from .components import Component
 from .health import validate_websocket_component_health
 from .settings import DiagSettings, describe_settings_error
+from .wire.schemes import wire_code
 
 __all__ = ["main"]
 
@@ -49,7 +50,7 @@ def _print_table(report: dict[str, Any]) -> None:
 
 def _check(args: argparse.Namespace) -> int:
     settings = _settings_or_exit()
-    from .probes import probes_from_settings
+    from .health.probes import probes_from_settings
 
     try:
         probes = probes_from_settings(settings)

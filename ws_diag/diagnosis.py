@@ -1,52 +1,27 @@
-"""A diagnosis, and what the client gets from it: the JSON frame and the close reason.
+"""A diagnosis: which component failed, how that was decided, and what may be said about it.
 
-Redaction lives here too: everything that leaves the process goes through it.
+The frame a client gets from it is :mod:`ws_diag.wire.frame`'s; redaction is :mod:`ws_diag.redaction`'s.
 """
 
 from __future__ import annotations
 
-import json
 import re
 import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-from .codes import MAX_RETRY_AFTER_MS, CodeScheme, ComponentLike, frame_code, truncate_reason
-from .redaction import (
-    MAX_COMPONENT_BYTES,
-    MAX_DETAILS_BYTES,
-    MAX_FRAME_BYTES,
-    MAX_MESSAGE_BYTES,
-    MAX_ROOT_CAUSE_BYTES,
-    MAX_SUGGESTION_BYTES,
-    MAX_SUGGESTIONS,
-    MAX_TEXT_CHARS,
-    MAX_USER_ID_BYTES,
-    bound_text,
-    redact,
-    redact_details,
-    safe_str,
-)
-
-if TYPE_CHECKING:
-    from .errors import WebSocketComponentError
+from .components import ComponentLike
+from .redaction import describe_exception, redact
+from .retry import MAX_RETRY_AFTER_MS
 
 __all__ = [
     "DEFAULT_RETRY_AFTER",
-    "MAX_DETAILS_BYTES",
-    "MAX_FRAME_BYTES",
-    "MAX_TEXT_CHARS",
+    "ComponentErrorLike",
     "Diagnosis",
     "DiagnosisSource",
-    "build_frame",
-    "close_reason",
-    "describe_exception",
-    "frame_json",
-    "frame_schema",
     "new_incident_id",
-    "redact",
     "valid_request_id",
 ]
 
@@ -76,11 +51,25 @@ def valid_request_id(value: object) -> str | None:
     return None
 
 
-def describe_exception(exc: BaseException) -> str:
-    """``Type: message`` for an exception, redacted."""
-    text = safe_str(exc)
-    name = type(exc).__name__
-    return redact(f"{name}: {text}" if text else name)
+class ComponentErrorLike(Protocol):
+    """What :meth:`Diagnosis.from_component_error` reads of a :class:`~ws_diag.WebSocketComponentError`."""
+
+    @property
+    def component(self) -> ComponentLike: ...
+    @property
+    def message(self) -> str: ...
+    @property
+    def user_id(self) -> str | None: ...
+    @property
+    def details(self) -> Mapping[str, Any]: ...
+    @property
+    def root_cause(self) -> BaseException | str | None: ...
+    @property
+    def retryable(self) -> bool: ...
+    @property
+    def retry_after(self) -> float | None: ...
+    @property
+    def __cause__(self) -> BaseException | None: ...
 
 
 def new_incident_id() -> str:
@@ -126,7 +115,7 @@ class Diagnosis:
         return describe_exception(self.exception) if self.exception is not None else None
 
     @classmethod
-    def from_component_error(cls, error: WebSocketComponentError) -> Diagnosis:
+    def from_component_error(cls, error: ComponentErrorLike) -> Diagnosis:
         """The application named the component: use what it said."""
         cause = error.root_cause
         exception = cause if isinstance(cause, BaseException) else error.__cause__ if cause is None else None
@@ -177,79 +166,3 @@ class Diagnosis:
             return None
         seconds = DEFAULT_RETRY_AFTER if self.retry_after is None else self.retry_after
         return max(0, min(round(seconds * 1000), MAX_RETRY_AFTER_MS))
-
-
-def _iso_millis(moment: datetime) -> str:
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
-
-
-def _text(value: object) -> str:
-    return value if isinstance(value, str) else safe_str(value)
-
-
-def _suggestions(component: ComponentLike) -> list[str]:
-    suggestions = component.suggestions
-    if not isinstance(suggestions, tuple | list):
-        return []
-    return [bound_text(_text(item), MAX_SUGGESTION_BYTES) for item in suggestions[:MAX_SUGGESTIONS]]
-
-
-def build_frame(
-    diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details: bool, request_id: bool = False
-) -> dict[str, Any]:
-    """The JSON diagnostic frame, as a dict (schema: ``ws_diag/schemas/frame.schema.json``).
-
-    Every text is bounded (``MAX_*_BYTES`` in :mod:`ws_diag.redaction`) whatever the
-    app put into the error, so the serialised frame never exceeds ``MAX_FRAME_BYTES``.
-    With ``request_id`` (setting ``request_id_in_frame``) the frame has a ``request_id``
-    key: the validated request id or ``null``.
-    """
-    component = diagnosis.component
-    user_id = diagnosis.user_id
-    root_cause = diagnosis.root_cause_text() if expose_details else None
-    frame: dict[str, Any] = {
-        "type": "error",
-        "error": {
-            "code": frame_code(component, code_scheme),
-            "component": bound_text(_text(component.display_name), MAX_COMPONENT_BYTES),
-            "message": bound_text(redact(_text(diagnosis.message)), MAX_MESSAGE_BYTES),
-            "user_id": None if user_id is None else bound_text(_text(user_id), MAX_USER_ID_BYTES),
-            "timestamp": _iso_millis(diagnosis.timestamp),
-            "details": redact_details(diagnosis.details) if expose_details else None,
-            "root_cause": None if root_cause is None else bound_text(root_cause, MAX_ROOT_CAUSE_BYTES),
-            "suggestions": _suggestions(component),
-            "incident_id": diagnosis.incident_id,
-            "retryable": diagnosis.retryable,
-            "retry_after_ms": diagnosis.retry_after_ms(),
-            "source": diagnosis.source,
-        },
-    }
-    if request_id:
-        frame["error"]["request_id"] = valid_request_id(diagnosis.request_id)
-    return frame
-
-
-def frame_json(diagnosis: Diagnosis, *, code_scheme: CodeScheme, expose_details: bool, request_id: bool = False) -> str:
-    """The JSON diagnostic frame, serialised compactly."""
-    frame = build_frame(diagnosis, code_scheme=code_scheme, expose_details=expose_details, request_id=request_id)
-    return json.dumps(frame, separators=(",", ":"), default=str)
-
-
-def close_reason(diagnosis: Diagnosis) -> str:
-    """A short, plain-text close reason: never JSON, never exception text.
-
-    ``"<Component> failure (incident <id>)"``; a graceful shutdown is no failure:
-    ``"Service Restart (incident <id>)"``.
-    """
-    what = diagnosis.component.display_name
-    if diagnosis.source != "shutdown":
-        what += " failure"
-    return truncate_reason(f"{what} (incident {diagnosis.incident_id})")
-
-
-def frame_schema() -> dict[str, Any]:
-    """The JSON Schema (draft 2020-12) every diagnostic frame conforms to."""
-    from importlib.resources import files
-
-    schema: dict[str, Any] = json.loads(files("ws_diag").joinpath("schemas/frame.schema.json").read_text("utf-8"))
-    return schema

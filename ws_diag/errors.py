@@ -6,7 +6,11 @@ import math
 from collections.abc import Mapping
 from typing import Any, TypedDict, Unpack
 
-from .codes import MAX_RETRY_AFTER_MS, CodeScheme, Component, ComponentLike
+from .components import Component, ComponentLike
+from .diagnosis import Diagnosis
+from .retry import MAX_RETRY_AFTER_MS
+from .wire.frame import build_frame
+from .wire.schemes import CodeScheme
 
 __all__ = ["ErrorOptions", "WebSocketComponentError"]
 
@@ -120,8 +124,6 @@ class WebSocketComponentError(Exception):
         self, *, code_scheme: CodeScheme = "private", expose_details: bool = False
     ) -> dict[str, Any]:
         """Return the JSON diagnostic frame for this error, as a dict."""
-        from .diagnosis import Diagnosis, build_frame
-
         diagnosis = Diagnosis.from_component_error(self)
         return build_frame(diagnosis, code_scheme=code_scheme, expose_details=expose_details)
 

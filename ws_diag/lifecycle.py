@@ -25,14 +25,21 @@ import inspect
 import logging
 import time
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING, Literal
+from dataclasses import dataclass
+from typing import Literal
 
 from ._types import Scope
+from .diagnosis import Diagnosis
 
-if TYPE_CHECKING:
-    from .responder import DiagnosisEvent
-
-__all__ = ["SCOPE_KEY", "Connection", "ConnectionListener", "ConnectionOutcome", "Lifecycle"]
+__all__ = [
+    "SCOPE_KEY",
+    "Connection",
+    "ConnectionListener",
+    "ConnectionOutcome",
+    "DiagnosisEvent",
+    "DiagnosisHook",
+    "Lifecycle",
+]
 
 logger = logging.getLogger("ws_diag")
 
@@ -59,6 +66,28 @@ _RESERVED_LOG_FIELDS = frozenset(
 )
 
 ConnectionOutcome = Literal["open", "normal", "diagnosed", "client_gone", "error", "restart"]
+
+
+@dataclass(frozen=True, slots=True)
+class DiagnosisEvent:
+    """What ``on_diagnosis`` hooks receive after each intervention.
+
+    ``code`` is the close code sent (``None`` for an HTTP denial, whose status is
+    ``http_status``); ``delivered`` is false when the client left or was too slow.
+    ``exception`` is the app's own exception, if any: for server-side reporting
+    only, never for the client.
+    """
+
+    diagnosis: Diagnosis
+    code: int | None
+    http_status: int | None
+    delivered: bool
+    took_ms: float
+    path: str | None
+    exception: BaseException | None
+
+
+DiagnosisHook = Callable[[DiagnosisEvent], object]  # may return an awaitable, awaited within send_timeout
 
 
 class Connection:

@@ -17,31 +17,18 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
 from ._types import ASGIApp, Message, Receive, Scope, Send
+from .attribution import Diagnoser
 from .classify import Classifier
-from .codes import (
-    CLOSE_NORMAL,
-    SERVICE_RESTART,
-    Component,
-    ComponentLike,
-    is_failure_close_code,
-    validate_components,
-)
-from .departure import client_left
-from .diagnoser import Diagnoser
-from .endpoint import health_routes
+from .classify.departure import client_left
+from .components import SERVICE_RESTART, Component, ComponentLike, validate_components
+from .delivery import repaired_close, repaired_code, send_close
 from .health import HealthChecker, HealthReport
-from .lifecycle import SCOPE_KEY, Connection, ConnectionListener, Lifecycle
-from .probes import Probe
-from .responder import (
-    DiagnosisHook,
-    Intervention,
-    Responder,
-    log_own_error,
-    repaired_close,
-    repaired_code,
-    send_close,
-)
+from .health.endpoints import health_routes
+from .health.probes import Probe
+from .intervention import Intervention, Responder, log_own_error
+from .lifecycle import SCOPE_KEY, Connection, ConnectionListener, DiagnosisHook, Lifecycle
 from .settings import DiagSettings, load_settings
+from .wire.closecodes import CLOSE_NORMAL, is_failure_close_code
 
 __all__ = ["SCOPE_KEY", "DiagnosticsMiddleware"]
 

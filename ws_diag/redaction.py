@@ -24,6 +24,7 @@ __all__ = [
     "MAX_TEXT_CHARS",
     "MAX_USER_ID_BYTES",
     "bound_text",
+    "describe_exception",
     "redact",
     "redact_details",
     "safe_str",
@@ -181,3 +182,10 @@ def redact_details(details: Mapping[str, Any]) -> dict[str, Any] | None:
     if size > MAX_DETAILS_BYTES:
         return {"truncated": True, "size": size}
     return redacted
+
+
+def describe_exception(exc: BaseException) -> str:
+    """``Type: message`` for an exception, redacted."""
+    text = safe_str(exc)
+    name = type(exc).__name__
+    return redact(f"{name}: {text}" if text else name)

@@ -42,7 +42,7 @@ export function componentForFrameCode(code: number, scheme?: CodeScheme): string
 export function explain(close: { code: number; reason?: string }, frame?: DiagnosticFrame | null, scheme?: CodeScheme): Explanation;
 export function watch(ws: WebSocket, onExplained: (result: Explanation) => void, scheme?: CodeScheme): void;
 /**
- * The shared retry table (ws_diag.codes.retry_action). A frame always decides; without one, ws_diag's own codes
+ * The shared retry table (ws_diag.retry.retry_action). A frame always decides; without one, ws_diag's own codes
  * (1000-1015, 4001-4014) follow ws_diag's meaning, 4400-4599 the HTTP status + 4000 convention (Litestar, graphql-ws:
  * 4500-4599, 4429, 4408 retry with backoff, other 44xx stop), and any other code stops.
  */

@@ -30,7 +30,7 @@ const RETRYABLE = new Set(["Factory", "Database", "Redis", "Agent Supervisor", "
 // ws_diag's close reason: "<Component> failure (incident <16 hex>)".
 const INCIDENT_IN_REASON = /\(incident ([0-9a-f]{16})\)$/;
 const SOURCES = new Set(["app", "exception", "probe", "default", "shutdown"]);
-/** A frame's retry_after_ms never exceeds one hour (ws_diag.codes.MAX_RETRY_AFTER_MS). */
+/** A frame's retry_after_ms never exceeds one hour (ws_diag.retry.MAX_RETRY_AFTER_MS). */
 export const MAX_RETRY_AFTER_MS = 3_600_000;
 // Codes a server never sends (RFC 6455 7.4.1): a browser reports them itself (1006: no close
 // frame; 1005: a close frame without a code), so they say nothing about a component, whatever
@@ -90,7 +90,7 @@ export function explain(close, frame = null, scheme = "private") {
   return { code, component: null, message, ...base, retryable, incidentId };
 }
 
-// The retry table (same as ws_diag.codes.retry_action; both are tested on tests/retry_cases.json).
+// The retry table (same as ws_diag.retry.retry_action; both are tested on tests/retry_cases.json).
 // A frame, when there is one, always decides (a custom component may use any private code).
 // Without a frame, ws_diag's own codes: 1000-1015 and 4001-4014 (the built-in components 4002-4010
 // and strict servers' fallbacks, code + 3000, e.g. daphne's 4011; custom components may not use

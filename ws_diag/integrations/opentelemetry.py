@@ -46,7 +46,7 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.util.types import AttributeValue
 
-    from ..responder import DiagnosisEvent
+    from ..lifecycle import DiagnosisEvent
 
 __all__ = ["EVENT_NAME", "SPAN_NAME", "OpenTelemetryListener", "diagnosis_attributes", "span_event"]
 

@@ -71,13 +71,13 @@ from typing import TYPE_CHECKING, get_args
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 from prometheus_client import registry as default_registry
 
-from ..codes import Component, ComponentLike
+from ..components import Component, ComponentLike
 from ..diagnosis import DiagnosisSource
+from ..health.report import HealthReport
 from ..lifecycle import Connection, ConnectionListener, ConnectionOutcome
-from ..report import HealthReport
 
 if TYPE_CHECKING:
-    from ..responder import DiagnosisEvent
+    from ..lifecycle import DiagnosisEvent
 
 __all__ = ["CLOSED_OUTCOMES", "DIAGNOSIS_SOURCES", "METRIC_NAMES", "PrometheusMetrics"]
 

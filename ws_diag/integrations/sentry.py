@@ -34,11 +34,11 @@ from typing import TYPE_CHECKING, Literal
 
 import sentry_sdk
 
-from ..codes import ComponentLike
+from ..components import ComponentLike
 from ..lifecycle import Connection, ConnectionListener
 
 if TYPE_CHECKING:
-    from ..responder import DiagnosisEvent
+    from ..lifecycle import DiagnosisEvent
 
 __all__ = ["DEFAULT_IGNORED_COMPONENTS", "SentryListener"]
 

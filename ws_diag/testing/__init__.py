@@ -4,3 +4,11 @@
   uvicorn with each of its websocket implementations, daphne) on a free loopback
   port, with bounded startup and shutdown.
 """
+
+from __future__ import annotations
+
+__all__ = ["ServerError"]
+
+
+class ServerError(RuntimeError):
+    """The server did not start, did not stop, or crashed."""
