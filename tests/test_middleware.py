@@ -444,7 +444,7 @@ async def test_diagnosis_failure_on_close_keeps_the_apps_close() -> None:
 
 
 async def test_hanging_diagnosis_is_cut_at_the_deadline() -> None:
-    """A diagnosis that hangs is abandoned at its deadline; the client still gets a Generic frame and 1011."""
+    """A diagnosis that hangs is abandoned at the backstop; the client still gets a Generic frame and 1011."""
     exc = ValueError("app")
     middleware = wrap(raising(exc), probe_timeout=0.05)
 

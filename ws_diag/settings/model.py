@@ -116,7 +116,11 @@ class DiagSettings(BaseSettings):
         description="Failures before accept: accept, send the frame and close; answer with an HTTP "
         "denial where the server offers it; or leave them to the server (403/500).",
     )
-    probe_timeout: _Seconds = Field(1.0, description="Hard deadline of a whole diagnosis, seconds.")
+    probe_timeout: _Seconds = Field(
+        1.0,
+        description="Deadline of a probe run, seconds, from when the run begins; failures that join a shared run "
+        "get its answer.",
+    )
     cache_ttl: float = Field(
         2.0, ge=0, le=3600, allow_inf_nan=False, description="How long probe results are reused, seconds."
     )
