@@ -585,3 +585,135 @@ async def test_app_returning_after_accept_without_close(kind: str) -> None:
 
     async with run_server(app, kind) as url:
         assert await closed_code(url) == RETURNED_WITHOUT_CLOSE[kind]
+
+
+# -- granian: what a send meets once the session ended, a stop by signal -------------------------
+
+
+@pytest.mark.asyncio
+async def test_granian_accepts_sends_after_the_session_ended() -> None:
+    """Fact (granian 2.8): a send or close after the app's own close, after its client left, and from another
+    task after the handler returned is accepted silently: granian never refuses one as a departure (the only
+    refusal seen is its RuntimeError for an HTTP response after accept, above)."""
+    outcomes: dict[str, tuple[type[BaseException] | None, type[BaseException] | None]] = {}
+    sends: dict[str, Send] = {}
+    ended = asyncio.Queue[str]()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        await receive()
+        await send({"type": "websocket.accept"})
+        if path == "/own-close":
+            await send({"type": "websocket.close", "code": 1000})
+        elif path == "/heard":
+            assert (await receive())["type"] == "websocket.disconnect"
+        if path == "/returned":
+            sends[path] = send
+        else:
+            frame = await attempt(send, {"type": "websocket.send", "text": "too late"})
+            outcomes[path] = (frame, await attempt(send, {"type": "websocket.close", "code": 1011}))
+        ended.put_nowait(path)
+
+    async with run_server(app, "granian") as url, asyncio.timeout(WAIT_S):
+        assert await closed_code(url + "/own-close") == 1000
+        for path in ("/heard", "/returned"):
+            async with connect(url + path):
+                pass  # the client leaves (1000)
+        while len(outcomes) < 2 or "/returned" not in sends:
+            await ended.get()
+        returned = sends["/returned"]
+        outcomes["/returned"] = (
+            await attempt(returned, {"type": "websocket.send", "text": "too late"}),
+            await attempt(returned, {"type": "websocket.close", "code": 1011}),
+        )
+    assert outcomes == dict.fromkeys(("/own-close", "/heard", "/returned"), (None, None))
+
+
+# Served by `python -m granian` (tests/granian_cli.py): sessions report what they hear; a lifespan shutdown
+# that waits (bounded) for them keeps the worker's event loop running until they have heard it.
+_granian_sessions: set[int] = set()
+_granian_idle = asyncio.Event()  # set when the last session ended
+
+
+def _say(*words: object) -> None:
+    print("FACT", *words, file=sys.stderr, flush=True)
+
+
+async def granian_stop_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept and listen; on websocket.disconnect report its code, then try a frame and a close (1 s each)."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        if _granian_sessions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_granian_idle.wait(), 5)  # the sessions' own tasks end them
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    _granian_sessions.add(id(scope))
+    try:
+        while (message := await receive())["type"] != "websocket.disconnect":
+            _say("received", message.get("text"))
+        _say("disconnect", message.get("code"))
+        for message in ({"type": "websocket.send", "text": '{"type":"error"}'}, {"type": "websocket.close"}):
+            try:
+                async with asyncio.timeout(1):
+                    refused = await attempt(send, message)
+            except TimeoutError:
+                _say("then", message["type"], "pending after 1 s")
+            else:
+                _say("then", message["type"], refused.__name__ if refused else "accepted")
+    finally:
+        _granian_sessions.discard(id(scope))
+        if not _granian_sessions:
+            _granian_idle.set()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_granian_stop_drops_sessions_before_the_app_hears(sig: signal.Signals) -> None:
+    """Fact (granian 2.8, its command line): on SIGINT or SIGTERM it drops open sessions (client 1006, no close
+    frame) and only then hands the app websocket.disconnect (1005); a frame the app sends then is accepted and
+    goes nowhere, a close never returns: no Service Restart frame can reach a client."""
+    from granian_cli import run_granian
+
+    async with run_granian("test_server_facts:granian_stop_app") as server, asyncio.timeout(WAIT_S):
+        clients = [await connect(server.url) for _ in range(2)]
+        for number, ws in enumerate(clients):
+            await ws.send(f"hi {number}")
+            await server.await_line(f"FACT received hi {number}")
+        server.send_signal(sig)
+        received = []
+        for ws in clients:
+            with pytest.raises(ConnectionClosed):
+                received.append(await ws.recv())
+        assert [ws.close_code for ws in clients] == [DROPPED, DROPPED]
+        assert [ws.protocol.close_rcvd for ws in clients] == [None, None]  # no close frame at all
+        assert received == []
+        assert await server.wait_exit() == 0
+    assert server.matching("FACT disconnect") == ["FACT disconnect 1005"] * 2
+    assert sorted(server.matching("FACT then")) == sorted(
+        ["FACT then websocket.send accepted", "FACT then websocket.close pending after 1 s"] * 2
+    )
+
+
+RAISED_BEFORE_ACCEPT = {"granian": 403}  # every other server: HTTP 500
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "granian"])
+async def test_app_raising_before_accept(kind: str) -> None:
+    """Fact: an app that raises before accept fails the handshake with HTTP 500, on granian with 403."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        msg = "before accept"
+        raise RuntimeError(msg)
+
+    async with run_server(app, kind) as url:
+        with pytest.raises(InvalidStatus) as info:
+            await closed_code(url)
+    assert info.value.response.status_code == RAISED_BEFORE_ACCEPT.get(kind, 500)
