@@ -20,6 +20,9 @@ import multiworker
 import pytest
 import uvicorn
 from hypercorn.utils import UnexpectedMessageError
+from litestar import Litestar, websocket
+from litestar import WebSocket as LitestarSocket  # Litestar resolves handler annotations at run time
+from litestar.exceptions import WebSocketException
 from servers import SERVER_KINDS, run_daphne, run_server
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -721,3 +724,49 @@ async def test_app_raising_before_accept(kind: str) -> None:
         with pytest.raises(InvalidStatus) as info:
             await closed_code(url)
     assert info.value.response.status_code == RAISED_BEFORE_ACCEPT.get(kind, 500)
+
+
+# -- Litestar: its own error close --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["uvicorn", "hypercorn"])
+async def test_litestar_closes_failures_with_its_own_4500(kind: str) -> None:
+    """Fact (litestar 2.25): Litestar catches what a websocket handler raises and closes with 4500 "Internal Server
+    Error" (HTTP 500 + 4000) while handling it, or with a WebSocketException's code and detail; nothing reaches the
+    server; before accept that close is the server's HTTP 403."""
+    handled: list[BaseException | None] = []
+
+    @websocket(["/after", "/detail", "/before"])
+    async def handler(socket: LitestarSocket[Any, Any, Any]) -> None:
+        name = socket.scope["path"]
+        if name == "/before":
+            raise LookupError(name)
+        await socket.accept()
+        if name == "/detail":
+            raise WebSocketException(detail="maintenance", code=4503)
+        raise LookupError(name)
+
+    inner = Litestar([handler])
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def watching_send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.close":
+                handled.append(sys.exception())
+            await send(message)
+
+        await inner(scope, receive, watching_send)  # an escaping exception would fail the session differently
+
+    async with run_server(app, kind) as url, asyncio.timeout(WAIT_S):
+        async with connect(url + "/after") as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (4500, "Internal Server Error")
+        async with connect(url + "/detail") as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (4503, "maintenance")
+        with pytest.raises(InvalidStatus) as info:
+            await closed_code(url + "/before")
+        assert info.value.response.status_code == 403
+    assert [type(exc) for exc in handled] == [LookupError, WebSocketException, LookupError]
