@@ -770,3 +770,40 @@ async def test_litestar_closes_failures_with_its_own_4500(kind: str) -> None:
             await closed_code(url + "/before")
         assert info.value.response.status_code == 403
     assert [type(exc) for exc in handled] == [LookupError, WebSocketException, LookupError]
+
+
+# -- Starlette's TestClient ---------------------------------------------------------------------
+
+
+def test_testclient_loses_what_the_app_sent_before_raising() -> None:
+    """Fact (starlette 1.x): when the app raises after accept, TestClient closes its message stream (a frame and a
+    close the app sent just before are lost: the next receive raises) and re-raises the exception as
+    websocket_connect exits."""
+    import threading
+
+    import anyio
+    from starlette.testclient import TestClient
+
+    ended = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await receive()  # the test's message: the block below has been entered
+            await send({"type": "websocket.send", "text": '{"type":"error"}'})
+            await send({"type": "websocket.close", "code": 4007})
+            msg = "Redis is down"
+            raise LookupError(msg)
+        finally:
+            ended.set()
+
+    def receive_once_the_app_ended(ws: Any) -> None:
+        ws.send_text("hi")
+        assert ended.wait(WAIT_S)
+        # The portal's event loop closes the streams as the exception leaves the app, before it runs this call.
+        with pytest.raises(anyio.ClosedResourceError):
+            ws.receive()
+
+    with pytest.raises(LookupError), TestClient(app).websocket_connect("/ws") as ws:
+        receive_once_the_app_ended(ws)
