@@ -24,8 +24,8 @@ from websockets.asyncio.client import connect
 
 from clients import CLIENT_TIMEOUT, Session, talk
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
+from ws_diag.health.probes import CallableProbe, ProbeFailed
 from ws_diag.lifecycle import Connection, ConnectionListener
-from ws_diag.probes import CallableProbe, ProbeFailed
 
 pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("kind", ["uvicorn", "hypercorn"])]
 
