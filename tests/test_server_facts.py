@@ -677,9 +677,9 @@ async def granian_stop_app(scope: Scope, receive: Receive, send: Send) -> None:
 @pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 async def test_granian_stop_drops_sessions_before_the_app_hears(sig: signal.Signals) -> None:
     """Fact (granian 2.8, its command line): on SIGINT or SIGTERM it drops open sessions (client 1006, no close
-    frame; now and then a 1000 of its own) and only then hands the app websocket.disconnect (1005); a frame the
-    app sends then is accepted and goes nowhere, a close never returns: no Service Restart frame can reach a
-    client."""
+    frame; about one run in eight a 1000 of its own) and only then hands the app websocket.disconnect (1005); a
+    frame the app sends then is accepted and goes nowhere, a close mostly never returns: no Service Restart frame
+    can reach a client."""
     from granian_cli import run_granian
 
     async with run_granian("test_server_facts:granian_stop_app") as server, asyncio.timeout(WAIT_S):
@@ -692,17 +692,18 @@ async def test_granian_stop_drops_sessions_before_the_app_hears(sig: signal.Sign
         for ws in clients:
             with pytest.raises(ConnectionClosed):
                 received.append(await ws.recv())
-        # Dropped (1006, no close frame); rarely (SIGINT) granian closes one itself with 1000 instead.
+        # Dropped (1006, no close frame); about one run in eight granian closes them itself with 1000 instead.
         assert {ws.close_code for ws in clients} <= {DROPPED, 1000}, server.log
-        assert DROPPED in {ws.close_code for ws in clients}
         assert received == []
         assert await server.wait_exit() == 0
     heard = server.matching("FACT disconnect")
     assert heard, server.log  # the app's own tasks keep the worker's loop alive: it hears (rarely one does not)
     assert set(heard) == {"FACT disconnect 1005"}
-    assert sorted(server.matching("FACT then")) == sorted(
-        ["FACT then websocket.send accepted", "FACT then websocket.close pending after 1 s"] * len(heard)
-    )
+    then = server.matching("FACT then")
+    assert [line for line in then if "websocket.send" in line] == ["FACT then websocket.send accepted"] * len(heard)
+    closes = {line for line in then if "websocket.close" in line}  # mostly it never returns
+    assert len(then) == 2 * len(heard)
+    assert closes <= {"FACT then websocket.close pending after 1 s", "FACT then websocket.close accepted"}
 
 
 RAISED_BEFORE_ACCEPT = {"granian": 403}  # every other server: HTTP 500
