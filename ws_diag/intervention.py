@@ -18,9 +18,10 @@ from .attribution import Diagnoser
 from .components import SERVICE_RESTART
 from .delivery import Delivery, deliver
 from .diagnosis import Diagnosis, valid_request_id
+from .errors import WebSocketComponentError
 from .lifecycle import SCOPE_KEY, Connection, DiagnosisEvent
 from .settings import DiagSettings
-from .wire.closecodes import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
+from .wire.closecodes import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, is_framework_error_close_code
 from .wire.frame import close_reason, frame_json
 from .wire.schemes import seed_component, wire_code
 
@@ -190,9 +191,9 @@ class Responder:
         else:
             diagnosis = await self.diagnoser.diagnose(exc, failure_at=failure_at)
         reason = app_close.get("reason") if app_close else None
-        if isinstance(reason, str) and reason.strip():
-            # The app wrote its close reason for the client: client-safe by the same
-            # rule as WebSocketComponentError.message.
+        if isinstance(reason, str) and reason.strip() and not _error_message_wins(app_close, exc):
+            # The app (or its framework) wrote its close reason for the client: client-safe
+            # by the same rule as WebSocketComponentError.message.
             diagnosis = dataclasses.replace(diagnosis, message=reason)
         return diagnosis
 
@@ -226,6 +227,20 @@ class Responder:
         }
         frame = {"type": "websocket.send", "text": text}
         return [frame, close] if accepted else [{"type": "websocket.accept"}, frame, close]
+
+
+def _error_message_wins(app_close: Message | None, exc: BaseException | None) -> bool:
+    """Whether a WebSocketComponentError's own message beats the close's reason.
+
+    It does when the close is a framework's generic error close (4500): its reason is the
+    framework's generic text (Litestar: "Internal Server Error"), not the app's. An app's own
+    ``except ...: close(1011, reason)`` keeps its reason.
+    """
+    return (
+        app_close is not None
+        and is_framework_error_close_code(app_close.get("code"))
+        and isinstance(exc, WebSocketComponentError)
+    )
 
 
 def log_own_error(message: str, err: BaseException, event: str) -> None:

@@ -136,6 +136,12 @@ class DiagSettings(BaseSettings):
         description="Wrap receive to see websocket.disconnect (costs ~110 ns per received message); "
         "without it a client's departure is known from exceptions and failed sends.",
     )
+    reraise: bool = Field(
+        True,
+        description="Raise the app's exception into the server after ws_diag delivered its frame and close. "
+        "False: log it at ERROR with its traceback instead (ws_diag_event='app_exception'), so that a test "
+        "client (Starlette's TestClient) keeps the frame and close; what was not delivered is still raised.",
+    )
 
     postgres_dsn: SecretStr | None = Field(
         None, description="When set, a PostgresProbe named 'database' is built from it."
