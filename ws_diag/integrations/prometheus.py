@@ -68,8 +68,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import registry as default_registry
+from .._optional import missing
+
+try:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client import registry as default_registry
+except ModuleNotFoundError as exc:
+    missing(exc, "prometheus_client", extra="prometheus", feature=__name__, package="prometheus-client")
 
 from ..components import Component, ComponentLike
 from ..diagnosis import DiagnosisSource
