@@ -37,6 +37,7 @@ from typing import TYPE_CHECKING, Literal
 
 from ._types import Scope
 from .diagnosis import Diagnosis
+from .logs import LogEvent
 
 if TYPE_CHECKING:
     from .health.report import HealthReport
@@ -318,4 +319,6 @@ class Lifecycle:
 def _log_failure(listener: object, event: str, err: BaseException) -> None:
     # ws_diag's own error, logged without the app's exception it may have been raised under.
     err.__suppress_context__ = True
-    logger.error("listener %r failed on %s", listener, event, exc_info=err, extra={"ws_diag_event": "hook_failed"})
+    logger.error(
+        "listener %r failed on %s", listener, event, exc_info=err, extra={"ws_diag_event": LogEvent.HOOK_FAILED}
+    )

@@ -35,6 +35,7 @@ except ModuleNotFoundError as exc:
 from ..components import Component
 from ..errors import WebSocketComponentError
 from ..health.probes import CallableProbe, Probe, ProbeFailed
+from ..logs import LogEvent
 from ..middleware import DiagnosticsMiddleware
 from ..settings import DiagSettings
 
@@ -187,7 +188,7 @@ class _NoRepeats(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         line = (record.name, record.getMessage())
-        repeated = line == self._last and getattr(record, "ws_diag_event", None) == "health_check"
+        repeated = line == self._last and getattr(record, "ws_diag_event", None) == LogEvent.HEALTH_CHECK
         self._last = line
         return not repeated
 

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationInfo, fi
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from ..components import DEFAULT_PRIORITY, Component
+from ..logs import LogEvent
 from ..wire.closecodes import CLOSE_INTERNAL_ERROR
 from . import dsn
 
@@ -385,7 +386,7 @@ def _warn_unknown_variables(read_elsewhere: tuple[str, ...]) -> None:
             "environment variable %s is no ws_diag setting and is ignored; %s",
             name,
             hint,
-            extra={"ws_diag_event": "settings_unknown_variable", "variable": name, "suggestion": suggestion},
+            extra={"ws_diag_event": LogEvent.SETTINGS_UNKNOWN_VARIABLE, "variable": name, "suggestion": suggestion},
         )
 
 
