@@ -20,7 +20,7 @@ from ._types import ASGIApp, Message, Receive, Scope, Send
 from .attribution import Diagnoser
 from .classify import Classifier
 from .classify.departure import client_left
-from .components import SERVICE_RESTART, Component, ComponentLike, validate_components
+from .components import ComponentLike, validate_components
 from .delivery import repaired_close, repaired_code, send_close
 from .health import HealthChecker, HealthReport, StatusHook
 from .health.endpoints import health_routes
@@ -28,6 +28,7 @@ from .health.probes import Probe
 from .intervention import Intervention, Responder, log_own_error
 from .lifecycle import SCOPE_KEY, Connection, ConnectionListener, DiagnosisHook, Lifecycle, health_hooks
 from .settings import DiagSettings, load_settings
+from .settings.references import check_references
 from .wire.closecodes import CLOSE_NORMAL, is_failure_close_code
 
 __all__ = ["SCOPE_KEY", "DiagnosticsMiddleware"]
@@ -71,30 +72,6 @@ def _subscribe(checker: HealthChecker, report_hooks: Iterable[ReportHook], statu
     )
 
 
-def _check_component_keys(settings: DiagSettings, components: Iterable[ComponentLike], probes: Iterable[Probe]) -> None:
-    """Settings that name components or probes name known ones (a typo would be ignored silently).
-
-    Raises:
-        ValueError: naming the field and the unknown keys (also logged at ERROR: a framework
-            building the middleware lazily may swallow the error).
-    """
-    keys = {member.key for member in Component} | {c.key for c in components} | {SERVICE_RESTART.key}
-    names = {probe.name for probe in probes}
-    problems = []
-    unknown = sorted(set(settings.retry_after_by_component) - keys)
-    if unknown:
-        problems.append(
-            f"retry_after_by_component (WS_DIAG_RETRY_AFTER_BY_COMPONENT): unknown component keys {unknown}"
-        )
-    unknown = sorted(set(settings.probe_priority) - keys - names)
-    if unknown:
-        problems.append(f"probe_priority (WS_DIAG_PROBE_PRIORITY): not a probe name or component key: {unknown}")
-    if problems:
-        msg = "; ".join(problems)
-        logger.error("invalid ws_diag settings: %s", msg, extra={"ws_diag_event": "settings_invalid"})
-        raise ValueError(msg)
-
-
 class DiagnosticsMiddleware:
     """Turn a websocket's generic failure into a component close code and a JSON frame.
 
@@ -134,17 +111,22 @@ class DiagnosticsMiddleware:
         self.classifier = classifier if classifier is not None else Classifier()
         listeners = tuple(listeners)
         report_hooks, status_hooks = health_hooks(listeners)  # the listeners' health events, via the checker
-        if checker is None:
+        if checker is None:  # the settings' references are checked there, once, with the components
             checker = HealthChecker.from_settings(
-                settings, probes, on_report=(*_as_tuple(on_health_report), *report_hooks), on_status_change=status_hooks
+                settings,
+                probes,
+                on_report=(*_as_tuple(on_health_report), *report_hooks),
+                on_status_change=status_hooks,
+                components=self.components,
             )
         elif tuple(probes) or _as_tuple(on_health_report):
             msg = "pass probes and on_health_report either to the middleware or to its checker, not both"
             raise ValueError(msg)
         else:
+            probe_names = [probe.name for probe in checker.probes]
+            check_references(settings, probe_names=probe_names, components=self.components)
             _subscribe(checker, report_hooks, status_hooks)
         self.checker = checker
-        _check_component_keys(settings, self.components, checker.probes)
         self.diagnoser = Diagnoser(
             self.classifier,
             checker,

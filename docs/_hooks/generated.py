@@ -77,14 +77,21 @@ def _settings_rows(model: type[pydantic.BaseModel], prefix: str, env: str, delim
 
 
 def settings_table() -> str:
-    """The settings table: one row per field of ``DiagSettings`` (name, variable, type, default, meaning)."""
+    """The settings tables: one per group of ``DiagSettings`` (name, variable, type, default, meaning)."""
+    import inspect
+
     from ws_diag import DiagSettings
+    from ws_diag.settings.groups import GROUPS
 
     config = DiagSettings.model_config
     prefix = str(config.get("env_prefix") or "")
     delimiter = config.get("env_nested_delimiter")
     header = ["| setting | environment variable | type | default | meaning |", "|---|---|---|---|---|"]
-    return "\n".join(header + _settings_rows(DiagSettings, "", prefix, delimiter))
+    parts = []
+    for title, group in GROUPS.items():
+        rows = _settings_rows(group, "", prefix, delimiter)
+        parts.append("\n".join([f"## {title}", "", inspect.getdoc(group) or "", "", *header, *rows]))
+    return "\n\n".join(parts)
 
 
 def code_rows() -> list[dict[str, Any]]:
