@@ -35,13 +35,14 @@ __all__ = ["ENV_PREFIX", "DiagSettings", "HttpProbeSpec", "PreacceptMode", "env_
 logger = logging.getLogger("ws_diag")
 
 
+# pydantic lists the fields of the last base first: Core's fields come first in model_fields and repr.
 class DiagSettings(
-    CoreSettings,
-    ProbeSettings,
-    HealthEndpointSettings,
-    ToleranceSettings,
-    ClientHintSettings,
     ObservabilitySettings,
+    ClientHintSettings,
+    ToleranceSettings,
+    HealthEndpointSettings,
+    ProbeSettings,
+    CoreSettings,
     BaseSettings,
 ):
     """ws_diag's settings; every field can be set as ``WS_DIAG_<FIELD>``.
