@@ -175,7 +175,7 @@ def test_settings_table_has_every_field() -> None:
     from ws_diag import DiagSettings
 
     table = _hooks().settings_table()
-    rows = table.splitlines()[2:]
+    rows = [line for line in table.splitlines() if line.startswith("| `")]
     assert len(rows) >= len(DiagSettings.model_fields)
     for name, field in DiagSettings.model_fields.items():
         # A group of settings (a nested model) has one row per field of its own: `group.field`.
@@ -184,6 +184,18 @@ def test_settings_table_has_every_field() -> None:
         assert all("`WS_DIAG_" in row for row in matching)
         if len(matching) == 1 and field.description:
             assert field.description.replace("|", "\\|") in matching[0]
+
+
+def test_settings_tables_are_one_per_group() -> None:
+    """The settings reference has one table per group, under the group's title, holding exactly its fields."""
+    from ws_diag import DiagSettings
+
+    table = _hooks().settings_table()
+    sections = table.split("\n## ")
+    assert [section.removeprefix("## ").splitlines()[0] for section in sections] == list(DiagSettings.groups())
+    for section, fields in zip(sections, DiagSettings.groups().values(), strict=True):
+        names = [line.split("|")[1].strip().strip("`") for line in section.splitlines() if line.startswith("| `")]
+        assert names == list(fields)
 
 
 def test_codes_table_is_what_the_cli_prints(capsys: pytest.CaptureFixture[str]) -> None:

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import ast
 import io
 import json
 import logging
 import re
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -15,7 +17,7 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
 
 from ws_diag import DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
-from ws_diag.logs import JsonFormatter
+from ws_diag.logs import JsonFormatter, LogEvent
 
 
 @pytest.fixture
@@ -140,3 +142,71 @@ async def test_diagnosis_line_keeps_trace_ids_and_ws_diag_fields(json_lines: io.
     assert diagnosis["otelSpanID"] == format_span_id(context.span_id)
     assert diagnosis["otelTraceSampled"] is True
     assert diagnosis["otelServiceName"] == "ws-diag-tests"
+
+
+PACKAGE = Path(__file__).resolve().parent.parent / "ws_diag"
+# Helpers that log a ws_diag_event handed to them: the argument (by position) their callers give it in.
+FORWARDING = {"log_own_error": 2}
+
+
+def _emitted() -> dict[str, list[str]]:
+    """Every ``ws_diag_event`` value the package puts on a record (string literals and LogEvent members): where."""
+    found: dict[str, list[str]] = {}
+    for path in sorted(PACKAGE.rglob("*.py")):
+        where = str(path.relative_to(PACKAGE.parent))
+        for node in ast.walk(ast.parse(path.read_text("utf-8"), where)):
+            values: list[ast.expr] = []
+            if isinstance(node, ast.Dict):
+                values = [v for k, v in zip(node.keys, node.values, strict=True) if _is_event_key(k)]
+            elif isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id in FORWARDING:
+                values = [node.args[FORWARDING[node.func.id]]]
+            for value in values:
+                found.setdefault(_event_value(value, where), []).append(f"{where}:{value.lineno}")
+    return found
+
+
+def _is_event_key(key: ast.expr | None) -> bool:
+    return isinstance(key, ast.Constant) and key.value == "ws_diag_event"
+
+
+def _event_value(value: ast.expr, where: str) -> str:
+    if isinstance(value, ast.Constant) and isinstance(value.value, str):
+        return value.value
+    if isinstance(value, ast.Attribute) and isinstance(value.value, ast.Name) and value.value.id == "LogEvent":
+        return str(LogEvent[value.attr])
+    if isinstance(value, ast.Name) and where.endswith("intervention.py"):
+        return "<forwarded>"  # log_own_error's own parameter: its callers are scanned above
+    msg = f"{where}:{value.lineno}: ws_diag_event must be a string literal or a LogEvent member, got {ast.dump(value)}"
+    raise AssertionError(msg)
+
+
+def test_every_emitted_log_event_is_in_the_vocabulary_and_every_member_is_emitted() -> None:
+    """Each ws_diag_event the package emits is a LogEvent member, and each member is emitted somewhere."""
+    emitted = _emitted()
+    emitted.pop("<forwarded>", None)
+    unknown = {value: sites for value, sites in emitted.items() if value not in set(LogEvent)}
+    assert not unknown, f"ws_diag_event values missing from ws_diag.logs.LogEvent: {unknown}"
+    never = sorted(str(member) for member in LogEvent if member not in emitted)
+    assert not never, f"LogEvent members nothing emits: {never}"
+
+
+def test_the_scan_sees_literals_members_and_forwarded_events() -> None:
+    """The scan reads a literal, a LogEvent member and log_own_error's argument (a miss there would hide drift)."""
+    emitted = _emitted()
+    assert any(site.startswith("ws_diag/lifecycle.py") for site in emitted["hook_failed"])  # a LogEvent member
+    assert any(site.startswith("ws_diag/delivery.py") for site in emitted["repaired"])  # a string literal
+    assert emitted["fallback"]  # only ever given to log_own_error
+    with pytest.raises(AssertionError, match="string literal or a LogEvent member"):
+        _event_value(ast.parse("f'x'", mode="eval").body, "ws_diag/x.py")
+
+
+def test_log_events_are_strings_with_a_meaning() -> None:
+    """A LogEvent is its plain string on a record, and carries a level, a logger and a one-line meaning."""
+    record = logging.makeLogRecord({"ws_diag_event": LogEvent.DIAGNOSIS})
+    assert record.ws_diag_event == "diagnosis"
+    assert json.dumps({"event": LogEvent.DIAGNOSIS}) == '{"event": "diagnosis"}'
+    for member in LogEvent:
+        assert member.level in {"DEBUG", "INFO", "WARNING", "ERROR"}
+        assert member.logger.startswith("ws_diag")
+        assert member.meaning
+        assert "\n" not in member.meaning

@@ -177,7 +177,6 @@ def metrics_app(database: Database) -> tuple[Any, PrometheusMetrics]:
         settings=DiagSettings(refresh_interval=0.1, cache_ttl=0.05),
         probes=[CallableProbe("database", Component.DATABASE, database.check)],
         listeners=[metrics],
-        on_health_report=metrics.on_health_report,
     )
     return app, metrics
 

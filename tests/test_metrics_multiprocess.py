@@ -42,7 +42,7 @@ def test_prometheus_multiprocess_mode(tmp_path: Any) -> None:
         up = sys.argv[1] == "up"
         status = "healthy" if up else "failed"
         result = ProbeResult("redis", Component.REDIS, True, status, 1.0)
-        metrics.on_health_report(HealthReport((result,), datetime.fromtimestamp(float(sys.argv[2]), UTC), 1.0))
+        metrics.health_report(HealthReport((result,), datetime.fromtimestamp(float(sys.argv[2]), UTC), 1.0))
         print(__import__("os").getpid())
         """
     )

@@ -80,7 +80,6 @@ async def test_prometheus_metrics() -> None:
         settings=DiagSettings(),
         probes=[probe],
         listeners=[metrics],
-        on_health_report=metrics.on_health_report,
     )
     for _ in range(3):
         await drive(middleware, [CONNECT])

@@ -383,3 +383,80 @@ def test_urls_are_checked_without_the_optional_libraries(
         DiagSettings(**{field: given})
     assert f"WS_DIAG_{field.upper()}" in str(info.value)
     assert PASSWORD not in str(info.value)
+
+
+def test_every_field_is_in_exactly_one_group_and_read_flat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The groups partition the fields; each field keeps its flat attribute and its WS_DIAG_<FIELD> variable."""
+    groups = DiagSettings.groups()
+    assert list(groups) == [
+        "Core",
+        "Probes",
+        "Health endpoints",
+        "Failure tolerance",
+        "Clients' hints",
+        "Observability",
+    ]
+    fields = [name for names in groups.values() for name in names]
+    assert fields == list(DiagSettings.model_fields)  # each field once, in the groups' order
+    # One variable per group, read as before.
+    for variable, value in {
+        "WS_DIAG_PROBE_TIMEOUT": "0.25",
+        "WS_DIAG_REQUIRED_ENV": '["HOME"]',
+        "WS_DIAG_READINESS_PATH": "/readyz",
+        "WS_DIAG_FAILURE_THRESHOLD": "3",
+        "WS_DIAG_RETRY_AFTER": "4",
+        "WS_DIAG_LOG_CLIENT_ADDRESS": "false",
+    }.items():
+        monkeypatch.setenv(variable, value)
+    settings = DiagSettings()
+    assert (settings.probe_timeout, settings.required_env, settings.readiness_path) == (0.25, ("HOME",), "/readyz")
+    assert (settings.failure_threshold, settings.retry_after, settings.log_client_address) == (3, 4.0, False)
+
+
+async def _app(scope: object, receive: object, send: object) -> None:
+    """Never called: these tests build middlewares."""
+
+
+def test_references_are_checked_once_with_every_field_named(caplog: pytest.LogCaptureFixture) -> None:
+    """Unknown probe and component names in several settings are one ValueError and one settings_invalid line."""
+    from ws_diag.health.probes import CallableProbe
+
+    caplog.set_level(logging.ERROR, logger="ws_diag")
+    settings = DiagSettings(
+        required_probes=("nothing",), retry_after_by_component={"nope": 1}, probe_priority=("database", "typo")
+    )
+    probe = CallableProbe("database", "database", lambda: True)
+    with pytest.raises(ValueError, match="required_probes") as caught:
+        DiagnosticsMiddleware(_app, settings=settings, probes=[probe])
+    message = str(caught.value)
+    assert "required_probes (WS_DIAG_REQUIRED_PROBES) names no configured probe: ['nothing']" in message
+    assert "retry_after_by_component (WS_DIAG_RETRY_AFTER_BY_COMPONENT): unknown component keys ['nope']" in message
+    assert "probe_priority (WS_DIAG_PROBE_PRIORITY): not a probe name or component key: ['typo']" in message
+    logged = [r for r in caplog.records if getattr(r, "ws_diag_event", None) == "settings_invalid"]
+    assert len(logged) == 1
+    assert message in logged[0].getMessage()
+
+
+def test_custom_component_keys_are_judged_where_the_components_are_known() -> None:
+    """A checker built alone leaves component keys to the middleware, which knows the app's custom components."""
+    from ws_diag import CustomComponent
+    from ws_diag.health import HealthChecker
+
+    billing = CustomComponent("billing", "Billing", 4100)
+    settings = DiagSettings(retry_after_by_component={"billing": 5}, probe_priority=("billing",))
+    checker = HealthChecker.from_settings(settings)  # no components known here: not an error
+    DiagnosticsMiddleware(_app, settings=settings, checker=checker, components=[billing])
+    DiagnosticsMiddleware(_app, settings=settings, components=[billing])
+    with pytest.raises(ValueError, match=r"unknown component keys \['billing'\]"):
+        DiagnosticsMiddleware(_app, settings=settings, checker=checker)
+
+
+def test_probe_names_from_settings_and_code_must_differ(caplog: pytest.LogCaptureFixture) -> None:
+    """A code probe named like one the settings build is a settings error, logged once."""
+    from ws_diag.health.probes import CallableProbe
+
+    caplog.set_level(logging.ERROR, logger="ws_diag")
+    settings = DiagSettings(required_env=("HOME",))
+    with pytest.raises(ValueError, match=r"duplicates \['environment'\]"):
+        DiagnosticsMiddleware(_app, settings=settings, probes=[CallableProbe("environment", "config", lambda: True)])
+    assert [getattr(r, "ws_diag_event", None) for r in caplog.records] == ["settings_invalid"]

@@ -56,5 +56,4 @@ app = DiagnosticsMiddleware(
     settings=DiagSettings(refresh_interval=0.2, cache_ttl=0.1),
     probes=[CallableProbe("dependency", Component.REDIS, dependency_up)],
     listeners=[metrics],
-    on_health_report=metrics.on_health_report,
 )

@@ -115,8 +115,13 @@ def _codes(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from .demo import serve
+    from ._optional import MissingExtraError
 
+    try:
+        from .demo import serve
+    except MissingExtraError as exc:  # one line naming the extra, not a traceback
+        print(f"ws-diag demo: {exc}", file=sys.stderr)
+        return EXIT_CONFIG
     return serve(host=args.host, port=args.port)
 
 

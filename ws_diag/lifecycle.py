@@ -12,6 +12,13 @@ client_gone this connection's own evidence says its client left
 closed     the app returned or raised; :attr:`Connection.outcome` says how it ended
 ========== ====================================================================
 
+Two more events come from the health checker, not from a connection:
+``health_report`` (each new :class:`~ws_diag.health.HealthReport`) and
+``status_changed`` (a probe crossed the failure threshold, a
+:class:`~ws_diag.health.StatusChange`). The middleware hands the listeners that
+override them to its checker (one passed in too), so one object registered once
+follows both: ``DiagnosticsMiddleware(listeners=[metrics])``.
+
 Metrics, tracing, error trackers and drain-on-shutdown subscribe by passing a
 :class:`ConnectionListener` to ``DiagnosticsMiddleware(listeners=[...])``; the
 message path never learns about them. Events cost per connection, never per
@@ -26,10 +33,15 @@ import logging
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from ._types import Scope
 from .diagnosis import Diagnosis
+from .logs import LogEvent
+
+if TYPE_CHECKING:
+    from .health.report import HealthReport
+    from .health.state import StatusChange
 
 __all__ = [
     "SCOPE_KEY",
@@ -39,6 +51,7 @@ __all__ = [
     "DiagnosisEvent",
     "DiagnosisHook",
     "Lifecycle",
+    "health_hooks",
 ]
 
 logger = logging.getLogger("ws_diag")
@@ -176,6 +189,12 @@ class ConnectionListener:
     def closed(self, connection: Connection) -> None:
         """The app returned or raised; ``connection.outcome`` says how it ended."""
 
+    def health_report(self, report: HealthReport) -> None:
+        """The health checker finished a run (each new report once; plain, not async)."""
+
+    def status_changed(self, change: StatusChange) -> None:
+        """A probe crossed the failure threshold, failing or back (once per transition; plain, not async)."""
+
 
 class _HookListener(ConnectionListener):
     """An ``on_diagnosis`` callable, as a listener."""
@@ -197,6 +216,38 @@ _SYNC_EVENTS = ("opened", "accepted", "client_gone", "closed")
 
 def _overrides(listener: ConnectionListener, event: str) -> bool:
     return getattr(type(listener), event, None) is not getattr(ConnectionListener, event)
+
+
+@dataclass(frozen=True, slots=True)
+class _CheckerHook:
+    """A listener's ``health_report`` or ``status_changed``, as a checker hook: guarded like the other events.
+
+    Equal for the same listener and event, so that handing it to a checker twice (two
+    middlewares sharing one checker) does not deliver twice.
+    """
+
+    listener: ConnectionListener
+    event: str
+
+    def __call__(self, value: object) -> None:
+        try:
+            getattr(self.listener, self.event)(value)
+        except Exception as err:
+            _log_failure(self.listener, self.event, err)
+
+
+def health_hooks(
+    listeners: Iterable[ConnectionListener],
+) -> tuple[tuple[Callable[[HealthReport], object], ...], tuple[Callable[[StatusChange], object], ...]]:
+    """The checker hooks (``on_report``, ``on_status_change``) of the listeners that override the health events.
+
+    A listener that does not override ``health_report`` or ``status_changed`` gets no hook:
+    nothing is done for it per report.
+    """
+    listeners = tuple(listeners)
+    reports = tuple(_CheckerHook(one, "health_report") for one in listeners if _overrides(one, "health_report"))
+    changes = tuple(_CheckerHook(one, "status_changed") for one in listeners if _overrides(one, "status_changed"))
+    return reports, changes
 
 
 class Lifecycle:
@@ -268,4 +319,6 @@ class Lifecycle:
 def _log_failure(listener: object, event: str, err: BaseException) -> None:
     # ws_diag's own error, logged without the app's exception it may have been raised under.
     err.__suppress_context__ = True
-    logger.error("listener %r failed on %s", listener, event, exc_info=err, extra={"ws_diag_event": "hook_failed"})
+    logger.error(
+        "listener %r failed on %s", listener, event, exc_info=err, extra={"ws_diag_event": LogEvent.HOOK_FAILED}
+    )

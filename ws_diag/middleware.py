@@ -20,14 +20,15 @@ from ._types import ASGIApp, Message, Receive, Scope, Send
 from .attribution import Diagnoser
 from .classify import Classifier
 from .classify.departure import client_left
-from .components import SERVICE_RESTART, Component, ComponentLike, validate_components
+from .components import ComponentLike, validate_components
 from .delivery import repaired_close, repaired_code, send_close
-from .health import HealthChecker, HealthReport
+from .health import HealthChecker, HealthReport, StatusHook
 from .health.endpoints import health_routes
 from .health.probes import Probe
 from .intervention import Intervention, Responder, log_own_error
-from .lifecycle import SCOPE_KEY, Connection, ConnectionListener, DiagnosisHook, Lifecycle
+from .lifecycle import SCOPE_KEY, Connection, ConnectionListener, DiagnosisHook, Lifecycle, health_hooks
 from .settings import DiagSettings, load_settings
+from .settings.references import check_references
 from .wire.closecodes import CLOSE_NORMAL, is_failure_close_code, is_framework_error_close_code
 
 __all__ = ["SCOPE_KEY", "DiagnosticsMiddleware"]
@@ -62,28 +63,13 @@ def _tracking(receive: Receive, state: Connection, departed: Callable[[Connectio
     return tracking_receive
 
 
-def _check_component_keys(settings: DiagSettings, components: Iterable[ComponentLike], probes: Iterable[Probe]) -> None:
-    """Settings that name components or probes name known ones (a typo would be ignored silently).
-
-    Raises:
-        ValueError: naming the field and the unknown keys (also logged at ERROR: a framework
-            building the middleware lazily may swallow the error).
-    """
-    keys = {member.key for member in Component} | {c.key for c in components} | {SERVICE_RESTART.key}
-    names = {probe.name for probe in probes}
-    problems = []
-    unknown = sorted(set(settings.retry_after_by_component) - keys)
-    if unknown:
-        problems.append(
-            f"retry_after_by_component (WS_DIAG_RETRY_AFTER_BY_COMPONENT): unknown component keys {unknown}"
-        )
-    unknown = sorted(set(settings.probe_priority) - keys - names)
-    if unknown:
-        problems.append(f"probe_priority (WS_DIAG_PROBE_PRIORITY): not a probe name or component key: {unknown}")
-    if problems:
-        msg = "; ".join(problems)
-        logger.error("invalid ws_diag settings: %s", msg, extra={"ws_diag_event": "settings_invalid"})
-        raise ValueError(msg)
+def _subscribe(checker: HealthChecker, report_hooks: Iterable[ReportHook], status_hooks: Iterable[StatusHook]) -> None:
+    """Hand the listeners' health events to a checker built elsewhere (once each: it may be shared)."""
+    checker.on_report = (*checker.on_report, *(hook for hook in report_hooks if hook not in checker.on_report))
+    checker.on_status_change = (
+        *checker.on_status_change,
+        *(hook for hook in status_hooks if hook not in checker.on_status_change),
+    )
 
 
 class DiagnosticsMiddleware:
@@ -96,11 +82,14 @@ class DiagnosticsMiddleware:
         probes: health probes consulted when a failure names no component.
         classifier: exception-type rules; the built-in ones when omitted.
         components: custom components the app uses, checked for clashing keys and codes.
-        on_diagnosis: callables given a :class:`~ws_diag.DiagnosisEvent` after each
-            intervention (metrics, Sentry, tracing); a hook that raises is logged and ignored.
-        on_health_report: callables given each new health report (probe metrics).
+        on_diagnosis: plain callables given a :class:`~ws_diag.DiagnosisEvent` after each
+            intervention; sugar for a listener overriding only ``diagnosed``. A hook that
+            raises is logged and ignored.
+        on_health_report: plain callables given each new health report; sugar for a listener
+            overriding only ``health_report`` (with ``checker=``, give them to the checker).
         listeners: :class:`~ws_diag.lifecycle.ConnectionListener` objects that follow every
-            connection's events (opened, accepted, diagnosed, client_gone, closed).
+            connection's events (opened, accepted, diagnosed, client_gone, closed) and the
+            checker's (health_report, status_changed; handed to ``checker`` when one is given).
     """
 
     def __init__(
@@ -120,13 +109,24 @@ class DiagnosticsMiddleware:
         self.settings = settings = load_settings(settings)
         self.components = validate_components(components)
         self.classifier = classifier if classifier is not None else Classifier()
-        if checker is None:
-            checker = HealthChecker.from_settings(settings, probes, on_report=_as_tuple(on_health_report))
+        listeners = tuple(listeners)
+        report_hooks, status_hooks = health_hooks(listeners)  # the listeners' health events, via the checker
+        if checker is None:  # the settings' references are checked there, once, with the components
+            checker = HealthChecker.from_settings(
+                settings,
+                probes,
+                on_report=(*_as_tuple(on_health_report), *report_hooks),
+                on_status_change=status_hooks,
+                components=self.components,
+            )
         elif tuple(probes) or _as_tuple(on_health_report):
             msg = "pass probes and on_health_report either to the middleware or to its checker, not both"
             raise ValueError(msg)
+        else:
+            probe_names = [probe.name for probe in checker.probes]
+            check_references(settings, probe_names=probe_names, components=self.components)
+            _subscribe(checker, report_hooks, status_hooks)
         self.checker = checker
-        _check_component_keys(settings, self.components, checker.probes)
         self.diagnoser = Diagnoser(
             self.classifier,
             checker,

@@ -2,7 +2,8 @@
 
 A page asks for a part with a marker on a line of its own (indented inside a block if need be),
 e.g. ``<!-- generated: settings -->``.
-Nothing here is copied by hand: the settings table comes from ``DiagSettings``' fields, the code table
+Nothing here is copied by hand: the settings table comes from ``DiagSettings``' fields, the log
+vocabulary from ``ws_diag.logs.LogEvent``, the code table
 from what ``ws-diag codes --json`` prints, the frame's schema from the file the package ships.
 ``tests/test_docs.py`` imports this module to check the parts against the code.
 """
@@ -76,14 +77,21 @@ def _settings_rows(model: type[pydantic.BaseModel], prefix: str, env: str, delim
 
 
 def settings_table() -> str:
-    """The settings table: one row per field of ``DiagSettings`` (name, variable, type, default, meaning)."""
+    """The settings tables: one per group of ``DiagSettings`` (name, variable, type, default, meaning)."""
+    import inspect
+
     from ws_diag import DiagSettings
+    from ws_diag.settings.groups import GROUPS
 
     config = DiagSettings.model_config
     prefix = str(config.get("env_prefix") or "")
     delimiter = config.get("env_nested_delimiter")
     header = ["| setting | environment variable | type | default | meaning |", "|---|---|---|---|---|"]
-    return "\n".join(header + _settings_rows(DiagSettings, "", prefix, delimiter))
+    parts = []
+    for title, group in GROUPS.items():
+        rows = _settings_rows(group, "", prefix, delimiter)
+        parts.append("\n".join([f"## {title}", "", inspect.getdoc(group) or "", "", *header, *rows]))
+    return "\n\n".join(parts)
 
 
 def code_rows() -> list[dict[str, Any]]:
@@ -144,7 +152,19 @@ def frame_fields() -> str:
     return "\n".join(lines)
 
 
+def log_events_table() -> str:
+    """One row per :class:`ws_diag.logs.LogEvent`: the ``ws_diag_event`` value, its logger, level and meaning."""
+    from ws_diag.logs import LogEvent
+
+    lines = ["| `ws_diag_event` | logger | level | when |", "|---|---|---|---|"]
+    for event in LogEvent:
+        loggers = ", ".join(f"`{name.strip()}`" for name in event.logger.split(","))
+        lines.append(f"| `{event.value}` | {loggers} | {event.level} | {_cell(event.meaning)} |")
+    return "\n".join(lines)
+
+
 PARTS: dict[str, Callable[[], str]] = {
+    "log-events": log_events_table,
     "settings": settings_table,
     "codes": codes_table,
     "frame-schema": frame_schema,

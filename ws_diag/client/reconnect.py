@@ -22,6 +22,7 @@ from collections.abc import Callable, Generator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from .._optional import require
 from ..retry import MAX_RETRY_AFTER_MS, RetryAction, retry_action
 from ..wire.schemes import CodeScheme
 from .explain import Explanation, explain, parse_frame
@@ -314,6 +315,7 @@ class Reconnecting:
         return self._decide(retry_action(code, frame, self.scheme), explanation, None)
 
     def __aiter__(self) -> Connections:
+        require("websockets", extra="client", feature="ws_diag.client.Reconnecting")
         from websockets.asyncio.client import connect
 
         self.gave_up = None

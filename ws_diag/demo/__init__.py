@@ -16,17 +16,26 @@ import sys
 from importlib.resources import files
 from typing import IO, Any
 
-from hypercorn.asyncio import serve as hypercorn_serve
-from hypercorn.config import Config, Sockets
-from starlette.applications import Starlette
-from starlette.requests import Request
-from starlette.responses import HTMLResponse, JSONResponse, Response
-from starlette.routing import Route, WebSocketRoute
-from starlette.websockets import WebSocket, WebSocketDisconnect
+from .._optional import missing
+
+try:
+    from hypercorn.asyncio import serve as hypercorn_serve
+    from hypercorn.config import Config, Sockets
+except ModuleNotFoundError as exc:
+    missing(exc, "hypercorn", extra="demo", feature=__name__)
+try:
+    from starlette.applications import Starlette
+    from starlette.requests import Request
+    from starlette.responses import HTMLResponse, JSONResponse, Response
+    from starlette.routing import Route, WebSocketRoute
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+except ModuleNotFoundError as exc:
+    missing(exc, "starlette", extra="demo", feature=__name__)
 
 from ..components import Component
 from ..errors import WebSocketComponentError
 from ..health.probes import CallableProbe, Probe, ProbeFailed
+from ..logs import LogEvent
 from ..middleware import DiagnosticsMiddleware
 from ..settings import DiagSettings
 
@@ -179,7 +188,7 @@ class _NoRepeats(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         line = (record.name, record.getMessage())
-        repeated = line == self._last and getattr(record, "ws_diag_event", None) == "health_check"
+        repeated = line == self._last and getattr(record, "ws_diag_event", None) == LogEvent.HEALTH_CHECK
         self._last = line
         return not repeated
 

@@ -11,6 +11,7 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from ..components import ComponentLike
 from ..settings import DiagSettings
 from .outcomes import failure, result, timed
 from .probes.base import Probe, ProbeFailed
@@ -28,7 +29,6 @@ __all__ = [
 ]
 
 logger = logging.getLogger("ws_diag.health")
-settings_logger = logging.getLogger("ws_diag")
 
 ReportHook = Callable[[HealthReport], object]
 
@@ -155,39 +155,38 @@ class HealthChecker:
         *,
         on_report: Iterable[ReportHook] = (),
         on_status_change: Iterable[StatusHook] = (),
+        components: Iterable[ComponentLike] | None = None,
     ) -> HealthChecker:
         """A checker of the probes the settings ask for plus ``probes``, configured by the settings.
 
         Uses ``probe_timeout``, ``cache_ttl``, ``failure_cache_ttl``, ``refresh_interval``,
-        ``required_probes``, ``failure_threshold`` and ``failure_duration``.
+        ``required_probes``, ``failure_threshold`` and ``failure_duration``. The settings'
+        references to probes (and, given ``components``, to components) are checked once,
+        here, by :func:`ws_diag.settings.references.check_references`.
 
         Raises:
             ImportError: a probe's extra is missing (see :func:`ws_diag.health.probes.probes_from_settings`).
-            ValueError: ``required_probes`` names a probe that is not configured (also
-                logged at ERROR on logger ``ws_diag``, like every settings error).
+            ValueError: ``required_probes`` names a probe that is not configured, or two probes
+                share a name (also logged at ERROR on logger ``ws_diag``, like every settings error).
         """
+        from ..settings.references import check_references
         from .probes import probes_from_settings
 
-        try:
-            return cls(
-                [*probes_from_settings(settings), *probes],
-                timeout=settings.probe_timeout,
-                cache_ttl=settings.cache_ttl,
-                failure_cache_ttl=settings.failure_cache_ttl,
-                refresh_interval=settings.refresh_interval,
-                on_report=on_report,
-                required=settings.required_probes,
-                failure_threshold=settings.failure_threshold,
-                failure_duration=settings.failure_duration,
-                on_status_change=on_status_change,
-            )
-        except ValueError as exc:
-            settings_logger.error(
-                "invalid ws_diag settings, health checker not built: %s",
-                exc,
-                extra={"ws_diag_event": "settings_invalid"},
-            )
-            raise
+        built = [*probes_from_settings(settings), *probes]
+        names = [probe.name for probe in built if isinstance(probe, Probe)]
+        check_references(settings, probe_names=names, components=components, building="health checker")
+        return cls(
+            built,
+            timeout=settings.probe_timeout,
+            cache_ttl=settings.cache_ttl,
+            failure_cache_ttl=settings.failure_cache_ttl,
+            refresh_interval=settings.refresh_interval,
+            on_report=on_report,
+            required=settings.required_probes,
+            failure_threshold=settings.failure_threshold,
+            failure_duration=settings.failure_duration,
+            on_status_change=on_status_change,
+        )
 
     def ttl_of(self, report: HealthReport) -> float:
         """How long ``report`` is reused, seconds: ``failure_cache_ttl`` when a probe failed, else ``cache_ttl``."""

@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Literal
 
 from ..components import ComponentLike
+from ..logs import LogEvent
 from .report import ProbeResult, ProbeStatus
 
 __all__ = ["ComponentState", "ProbeStates", "StatusChange", "StatusHook", "announce"]
@@ -90,7 +91,7 @@ def announce(change: StatusChange, hooks: Iterable[StatusHook]) -> None:
         change.previous,
         change.current,
         extra={
-            "ws_diag_event": "status_change",
+            "ws_diag_event": LogEvent.STATUS_CHANGE,
             "probe": change.probe,
             "status": change.current,
             "previous_status": change.previous,
@@ -100,4 +101,4 @@ def announce(change: StatusChange, hooks: Iterable[StatusHook]) -> None:
         try:
             hook(change)
         except Exception:
-            logger.exception("on_status_change hook %r failed", hook, extra={"ws_diag_event": "hook_failed"})
+            logger.exception("on_status_change hook %r failed", hook, extra={"ws_diag_event": LogEvent.HOOK_FAILED})

@@ -19,7 +19,12 @@ diagnosis event or, with ``request_id_in_frame``, sent to the client.
 
 from __future__ import annotations
 
-from asgi_correlation_id import correlation_id
+from .._optional import missing
+
+try:
+    from asgi_correlation_id import correlation_id
+except ModuleNotFoundError as exc:
+    missing(exc, "asgi_correlation_id", extra="correlation", feature=__name__, package="asgi-correlation-id")
 
 from ..diagnosis import valid_request_id
 from ..lifecycle import Connection, ConnectionListener

@@ -37,8 +37,13 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from opentelemetry import propagate, trace
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode, format_span_id, format_trace_id
+from .._optional import missing
+
+try:
+    from opentelemetry import propagate, trace
+    from opentelemetry.trace import Span, SpanKind, Status, StatusCode, format_span_id, format_trace_id
+except ModuleNotFoundError as exc:
+    missing(exc, "opentelemetry", extra="otel", feature=__name__, package="opentelemetry-api")
 
 from ..lifecycle import Connection, ConnectionListener
 

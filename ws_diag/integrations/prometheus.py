@@ -5,7 +5,7 @@
     from ws_diag.integrations.prometheus import PrometheusMetrics
 
     metrics = PrometheusMetrics()
-    app = DiagnosticsMiddleware(app, listeners=[metrics], on_health_report=metrics.on_health_report)
+    app = DiagnosticsMiddleware(app, listeners=[metrics])
 
 Exported (``ws_diag`` is the default namespace):
 
@@ -68,8 +68,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, get_args
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
-from prometheus_client import registry as default_registry
+from .._optional import missing
+
+try:
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+    from prometheus_client import registry as default_registry
+except ModuleNotFoundError as exc:
+    missing(exc, "prometheus_client", extra="prometheus", feature=__name__, package="prometheus-client")
 
 from ..components import Component, ComponentLike
 from ..diagnosis import DiagnosisSource
@@ -201,7 +206,8 @@ def _metrics_for(registry: CollectorRegistry, namespace: str) -> _Metrics:
 class PrometheusMetrics(ConnectionListener):
     """The metrics, fed by connection events and health reports.
 
-    Pass it as ``DiagnosticsMiddleware(listeners=[metrics], on_health_report=metrics.on_health_report)``.
+    Pass it as ``DiagnosticsMiddleware(listeners=[metrics])``: one listener follows the
+    connections and, through the middleware's checker, every health report.
 
     Args:
         registry: where to register (the default registry when omitted). Instances on
@@ -266,7 +272,7 @@ class PrometheusMetrics(ConnectionListener):
             metrics.denials.labels(key, str(event.http_status)).inc()
         metrics.duration.observe(event.took_ms / 1000)
 
-    def on_health_report(self, report: HealthReport) -> None:
+    def health_report(self, report: HealthReport) -> None:
         """Record each probe's latency, up/down state and the time of the check."""
         metrics = self._metrics
         checked_at = report.checked_at.timestamp()

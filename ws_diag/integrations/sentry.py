@@ -2,7 +2,12 @@
 
 Needs the ``sentry`` extra (``sentry-sdk`` 2)::
 
+    from .._optional import missing
+
+try:
     import sentry_sdk
+except ModuleNotFoundError as exc:
+    missing(exc, "sentry_sdk", extra="sentry", feature=__name__, package="sentry-sdk")
     from ws_diag.integrations.sentry import SentryListener
 
     sentry_sdk.init(dsn=...)
@@ -32,7 +37,12 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import TYPE_CHECKING, Literal
 
-import sentry_sdk
+from .._optional import missing
+
+try:
+    import sentry_sdk
+except ModuleNotFoundError as exc:
+    missing(exc, "sentry_sdk", extra="sentry", feature=__name__, package="sentry-sdk")
 
 from ..components import ComponentLike
 from ..lifecycle import Connection, ConnectionListener

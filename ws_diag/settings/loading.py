@@ -9,6 +9,7 @@ from typing import Any
 import pydantic
 from pydantic_settings import SettingsError
 
+from ..logs import LogEvent
 from .model import DiagSettings, env_name
 
 __all__ = ["describe_settings_error", "load_settings"]
@@ -81,13 +82,13 @@ def load_settings(value: DiagSettings | Mapping[str, Any] | None = None) -> Diag
         logger.error(
             "invalid ws_diag settings, DiagnosticsMiddleware not built: %s",
             "; ".join(describe_settings_error(exc, given)),
-            extra={"ws_diag_event": "settings_invalid"},
+            extra={"ws_diag_event": LogEvent.SETTINGS_INVALID},
         )
         raise
     except TypeError as exc:
         logger.error(
             "invalid ws_diag settings, DiagnosticsMiddleware not built: %s",
             exc,
-            extra={"ws_diag_event": "settings_invalid"},
+            extra={"ws_diag_event": LogEvent.SETTINGS_INVALID},
         )
         raise

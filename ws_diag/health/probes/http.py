@@ -6,7 +6,12 @@ import ssl
 from typing import Literal
 from urllib.parse import urlsplit, urlunsplit
 
-import httpx
+from ..._optional import missing
+
+try:
+    import httpx
+except ModuleNotFoundError as exc:
+    missing(exc, "httpx", extra="http", feature=__name__)
 
 from ...components import Component, ComponentLike
 from .base import ProbeDetails, ProbeFailed

@@ -5,7 +5,12 @@ from __future__ import annotations
 import contextlib
 from typing import Any
 
-import asyncpg
+from ..._optional import missing
+
+try:
+    import asyncpg
+except ModuleNotFoundError as exc:
+    missing(exc, "asyncpg", extra="postgres", feature=__name__)
 
 from ...components import Component, ComponentLike
 from .base import ProbeDetails

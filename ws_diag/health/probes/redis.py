@@ -5,9 +5,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import redis.asyncio
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
+from ..._optional import missing
+
+try:
+    import redis.asyncio
+    from redis.asyncio.retry import Retry
+    from redis.backoff import NoBackoff
+except ModuleNotFoundError as exc:
+    missing(exc, "redis", extra="redis", feature=__name__)
 
 from ...components import Component, ComponentLike
 from .base import ProbeDetails

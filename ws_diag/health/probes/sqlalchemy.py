@@ -6,9 +6,14 @@ import asyncio
 import contextlib
 from typing import Any
 
-import sqlalchemy
-from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
-from sqlalchemy.pool import NullPool
+from ..._optional import missing
+
+try:
+    import sqlalchemy
+    from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+    from sqlalchemy.pool import NullPool
+except ModuleNotFoundError as exc:
+    missing(exc, "sqlalchemy", extra="sqlalchemy", feature=__name__)
 
 from ...components import Component, ComponentLike
 from .base import CallableProbe, ProbeDetails, ProbeFailed
