@@ -18,7 +18,7 @@ from typing import Any
 import pytest
 import redis.exceptions
 from litestar import Litestar, WebSocket, websocket
-from litestar.exceptions import WebSocketException
+from litestar.exceptions import SerializationException, WebSocketException
 from servers import run_server
 from websockets.asyncio.client import connect
 
@@ -113,6 +113,14 @@ async def own_4000(socket: WebSocket[Any, Any, Any]) -> None:
     await socket.close(code=4000)
 
 
+@websocket("/internal-detail")
+async def internal_detail(socket: WebSocket[Any, Any, Any]) -> None:
+    """A Litestar exception whose detail is internal text (Litestar sends it as the 4500's reason)."""
+    await socket.accept()
+    await socket.receive_text()
+    raise SerializationException(f"Unsupported type: <class 'app.models.User'> dsn={SECRET}")
+
+
 @websocket("/echo")
 async def echo(socket: WebSocket[Any, Any, Any]) -> None:
     """Echo until the client leaves."""
@@ -132,6 +140,7 @@ HANDLERS = [
     own_4500,
     hand_written,
     own_4000,
+    internal_detail,
     echo,
 ]
 
@@ -175,7 +184,7 @@ async def test_redis_exception_gives_4007_and_frame(kind: str, placement: str) -
     got = await session(PLACEMENTS[placement](), kind, "/redis")
     assert got.code == got.frame["code"] == 4007
     assert (got.frame["component"], got.frame["source"]) == ("Redis", "exception")
-    assert got.frame["message"] == "Internal Server Error"  # Litestar's reason: the framework's words
+    assert got.frame["message"] == Component.REDIS.description  # not Litestar's generic words
     assert SECRET not in json.dumps(got.messages) + (got.reason or "")
 
 
@@ -186,6 +195,16 @@ async def test_component_error_message_wins_over_litestar_reason(kind: str, plac
     assert got.code == 4007
     assert got.frame["message"] == "Redis pub/sub unavailable"
     assert got.reason == f"Redis failure (incident {got.frame['incident_id']})"
+
+
+async def test_framework_reason_with_internal_text_never_reaches_the_frame(kind: str) -> None:
+    """Litestar sends a LitestarException's detail as its 4500 reason: internal text, so the frame keeps the
+    component's description and the detail stays on the server."""
+    got = await session(wrapping(), kind, "/internal-detail")
+    assert got.code == got.frame["code"] == 1011
+    assert got.frame["message"] == Component.GENERIC.description
+    assert "User" not in json.dumps(got.messages)
+    assert SECRET not in json.dumps(got.messages) + (got.reason or "")
 
 
 async def test_plain_exception_is_generic(kind: str) -> None:

@@ -738,12 +738,12 @@ def framework_closing(exc: Exception | None, code: int = 4500, *, accept: bool =
 
 async def test_framework_error_close_is_diagnosed_by_the_handled_exception() -> None:
     """A 4500 sent while an exception is handled is diagnosed by that exception (no setting needed); the
-    framework's reason stays the frame's message."""
+    framework's reason (its words, maybe the exception's text) does not become the frame's message."""
     run = await drive(wrap(framework_closing(asyncpg.exceptions.TooManyConnectionsError("pool exhausted"))))
     assert run.close is not None
     assert run.close["code"] == 4005
     frame = frame_of(run)
-    assert (frame["component"], frame["source"], frame["message"]) == ("Database", "exception", "Internal Server Error")
+    assert (frame["component"], frame["source"], frame["message"]) == ("Database", "exception", "Database unavailable")
     assert run.error is None
 
 

@@ -87,8 +87,8 @@ class Responder:
 
         The deadline is the probe run's (``probe_timeout`` from when the run begins: the
         checker's); every failure that joins a shared run gets its answer, however long the
-        event loop took to let the run begin. A backstop of four times ``probe_timeout``
-        plus 1.25 s, measured from this call, guards against a broken diagnoser only.
+        event loop took to let the run begin. A backstop of 4 x (``probe_timeout`` + 0.25 s)
+        + 1 s, measured from this call, guards against a broken diagnoser only.
 
         Args:
             exc: what the app raised, or the exception it was handling when it sent ``app_close``.
@@ -191,9 +191,9 @@ class Responder:
         else:
             diagnosis = await self.diagnoser.diagnose(exc, failure_at=failure_at)
         reason = app_close.get("reason") if app_close else None
-        if isinstance(reason, str) and reason.strip() and not _error_message_wins(app_close, exc):
-            # The app (or its framework) wrote its close reason for the client: client-safe
-            # by the same rule as WebSocketComponentError.message.
+        if isinstance(reason, str) and reason.strip() and _reason_is_the_apps(app_close, exc):
+            # The app wrote its close reason for the client: client-safe by the same rule
+            # as WebSocketComponentError.message.
             diagnosis = dataclasses.replace(diagnosis, message=reason)
         return diagnosis
 
@@ -229,18 +229,27 @@ class Responder:
         return [frame, close] if accepted else [{"type": "websocket.accept"}, frame, close]
 
 
-def _error_message_wins(app_close: Message | None, exc: BaseException | None) -> bool:
-    """Whether a WebSocketComponentError's own message beats the close's reason.
+# Exceptions whose text a framework sends as the close reason of its generic error close and
+# that the app wrote for the client (Litestar: ``raise WebSocketException(detail=...)``).
+# Any other exception's text (Litestar sends ``exc.detail`` of every LitestarException, such
+# as a SerializationException naming a model and its fields) never reaches the frame.
+_CLIENT_WORDED = frozenset({"litestar.exceptions.websocket_exceptions.WebSocketException"})
 
-    It does when the close is a framework's generic error close (4500): its reason is the
-    framework's generic text (Litestar: "Internal Server Error"), not the app's. An app's own
-    ``except ...: close(1011, reason)`` keeps its reason.
+
+def _reason_is_the_apps(app_close: Message | None, exc: BaseException | None) -> bool:
+    """Whether the close's reason may become the frame's message.
+
+    An app's own close (``except ...: close(1011, reason)``) keeps its reason. A framework's
+    generic error close (4500, sent while ``exc`` is handled) is the framework's text: it
+    gives way to a WebSocketComponentError's own message, and is taken only when the
+    exception is one the app words for its client (``_CLIENT_WORDED``); otherwise it may be
+    internal text, and the component's description stands.
     """
-    return (
-        app_close is not None
-        and is_framework_error_close_code(app_close.get("code"))
-        and isinstance(exc, WebSocketComponentError)
-    )
+    if app_close is None or not is_framework_error_close_code(app_close.get("code")):
+        return True
+    if exc is None or isinstance(exc, WebSocketComponentError):
+        return exc is None
+    return any(f"{cls.__module__}.{cls.__qualname__}" in _CLIENT_WORDED for cls in type(exc).__mro__)
 
 
 def log_own_error(message: str, err: BaseException, event: str) -> None:

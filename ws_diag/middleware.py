@@ -80,6 +80,9 @@ class DiagnosticsMiddleware:
         settings: a :class:`DiagSettings`, a mapping of its fields, or omitted to read ``WS_DIAG_*``
             variables (see :func:`~ws_diag.settings.load_settings`; ``TypeError`` for anything else).
         probes: health probes consulted when a failure names no component.
+        checker: a :class:`~ws_diag.health.HealthChecker` to use instead of one built from
+            ``settings`` and ``probes`` (share one between the middleware and a mounted
+            :class:`~ws_diag.health.HealthApp`); then pass probes to the checker, not here.
         classifier: exception-type rules; the built-in ones when omitted.
         components: custom components the app uses, checked for clashing keys and codes.
         on_diagnosis: plain callables given a :class:`~ws_diag.DiagnosisEvent` after each

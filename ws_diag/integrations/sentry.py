@@ -2,12 +2,7 @@
 
 Needs the ``sentry`` extra (``sentry-sdk`` 2)::
 
-    from .._optional import missing
-
-try:
     import sentry_sdk
-except ModuleNotFoundError as exc:
-    missing(exc, "sentry_sdk", extra="sentry", feature=__name__, package="sentry-sdk")
     from ws_diag.integrations.sentry import SentryListener
 
     sentry_sdk.init(dsn=...)
