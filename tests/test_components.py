@@ -2,28 +2,45 @@
 
 from __future__ import annotations
 
-import pytest
+import json
 
-from ws_diag import Component, CustomComponent
+import pytest
+from harness import CONNECT, drive, failing
+
+from ws_diag import Component, CustomComponent, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag.components import validate_components
 from ws_diag.wire.schemes import wire_code
 
+# The seed's catalogue: name -> (display name, private code, legacy code).
+SEED_TABLE = {
+    "AUTH": ("Authentication", 4002, 1002),
+    "FACTORY": ("Factory", 4003, 1003),
+    "HANDLER": ("Message Handler", 4004, 1004),
+    "DATABASE": ("Database", 4005, 1005),
+    "DEPENDENCY": ("Dependencies", 4006, 1006),
+    "REDIS": ("Redis", 4007, 1007),
+    "SUPERVISOR": ("Agent Supervisor", 4008, 1008),
+    "BRIDGE": ("WebSocket Bridge", 4009, 1009),
+    "INTEGRATION": ("Integration", 4010, 1010),
+    "GENERIC": ("Generic Internal", 1011, 1011),
+}
 
-def test_component_table() -> None:
-    """The ten built-in components carry the seed's names and both numberings."""
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("scheme", ["private", "legacy"])
+async def test_component_table(scheme: str) -> None:
+    """The ten built-in components carry the seed's names and numberings, and a client sees them in the frame."""
     table = {c.name: (c.display_name, c.code, c.legacy_code) for c in Component}
-    assert table == {
-        "AUTH": ("Authentication", 4002, 1002),
-        "FACTORY": ("Factory", 4003, 1003),
-        "HANDLER": ("Message Handler", 4004, 1004),
-        "DATABASE": ("Database", 4005, 1005),
-        "DEPENDENCY": ("Dependencies", 4006, 1006),
-        "REDIS": ("Redis", 4007, 1007),
-        "SUPERVISOR": ("Agent Supervisor", 4008, 1008),
-        "BRIDGE": ("WebSocket Bridge", 4009, 1009),
-        "INTEGRATION": ("Integration", 4010, 1010),
-        "GENERIC": ("Generic Internal", 1011, 1011),
-    }
+    assert table == SEED_TABLE
+    for component in Component:
+        display_name, code, legacy_code = SEED_TABLE[component.name]
+        error = WebSocketComponentError(component, "down")
+        run = await drive(DiagnosticsMiddleware(failing(error), settings=DiagSettings(code_scheme=scheme)), [CONNECT])
+        frame = json.loads(run.sent[1]["text"])["error"]
+        assert (frame["component"], frame["code"]) == (display_name, code if scheme == "private" else legacy_code)
+        assert run.close is not None
+        if scheme == "private":
+            assert run.close["code"] == code
 
 
 def test_custom_component_valid() -> None:
