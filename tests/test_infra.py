@@ -154,7 +154,7 @@ async def test_daphne_needs_an_import_string() -> None:
 @pytest.mark.parametrize("kind", ["uvicorn", "daphne"])
 async def test_run_server_serves_an_import_string(kind: str) -> None:
     """An import string is served in-process (uvicorn) and by a daphne subprocess alike."""
-    async with run_server("test_infra:echo_app", kind) as url, connect(f"{url}/ws", open_timeout=5) as ws:
+    async with run_server(f"{__name__}:echo_app", kind) as url, connect(f"{url}/ws", open_timeout=5) as ws:
         await ws.send("hello")
         assert await asyncio.wait_for(ws.recv(), 5) == "hello"
 
