@@ -76,7 +76,7 @@ Message = dict[str, Any]
 
 MAX_REASON_BYTES = 123
 EDGE_CODES = (0, 1, 999, 1000, 1001, 1002, 1003, 1004, 1005, 1006, 1007, 1011, 1012, 1014, 1015, 1016)
-EDGE_CODES += (2999, 3000, 3999, 4000, 4005, 4999, 5000, 65535)
+EDGE_CODES += (2999, 3000, 3999, 4000, 4005, 4500, 4503, 4999, 5000, 65535)
 
 
 def sendable(code: object) -> bool:
@@ -103,17 +103,37 @@ def repaired_code(code: object) -> int:
 SEED_FAILURE_CODES = {1004: Component.HANDLER, 1005: Component.DATABASE, 1006: Component.DEPENDENCY}
 
 
-def is_failure_close(code: object, accepted: bool, settings: DiagSettings) -> bool:
+# The HTTP status + 4000 convention's generic "internal server error": a framework's error close (Litestar).
+FRAMEWORK_ERROR_CLOSE = 4500
+
+
+def is_failure_close(
+    code: object, accepted: bool, settings: DiagSettings, handling: BaseException | None = None
+) -> bool:
     """Documented: a "failure close" of the app, which ws_diag diagnoses.
 
-    A code in rewrite_codes; 1004/1005/1006 always; after accept, a code whose repair is in
-    rewrite_codes. Never before accept with preaccept="passthrough".
+    A code in rewrite_codes; 1004/1005/1006 always; 4500 while an exception is handled; after
+    accept, a code whose repair is in rewrite_codes. Never before accept with preaccept="passthrough".
     """
     if not accepted and settings.preaccept == "passthrough":
         return False
     if isinstance(code, int) and (code in SEED_FAILURE_CODES or code in settings.rewrite_codes):
         return True
+    if code == FRAMEWORK_ERROR_CLOSE and handling is not None:
+        return True
     return accepted and repaired_code(code) in settings.rewrite_codes
+
+
+def frame_message_reason(app_close: Message | None, handling: BaseException | None) -> object:
+    """Documented: the app's close reason that becomes the frame's message (when non-blank), or None.
+
+    A WebSocketComponentError being handled keeps its own message against a framework's 4500.
+    """
+    if app_close is None:
+        return None
+    if app_close.get("code") == FRAMEWORK_ERROR_CLOSE and isinstance(handling, WebSocketComponentError):
+        return None
+    return app_close.get("reason")
 
 
 def reason_ok(reason: object) -> bool:
@@ -1256,7 +1276,8 @@ class Oracle:
         if kind == "websocket.close" and not self.state.finished:
             self.state.finished = True
             pending = list(records)
-            if is_failure_close(message.get("code", 1000), self.state.accepted, self.settings) and not self.state.gone:
+            failure = is_failure_close(message.get("code", 1000), self.state.accepted, self.settings, event.handling)
+            if failure and not self.state.gone:
                 handled = event.handling
                 if handled is not None:
                     self.outcome.handled_closes += 1
@@ -1362,8 +1383,7 @@ class Oracle:
             assert record.snapshot == {"type": "websocket.close", "code": 1011, "reason": ""}, record
             return record.error is not None, None  # the first message refused: gone, no retry
         assert isinstance(expected, Expected)
-        reason = app_close.get("reason") if app_close is not None else None
-        expect = _frame_and_close(expected, self.settings, accepted, reason)
+        expect = _frame_and_close(expected, self.settings, accepted, frame_message_reason(app_close, exc))
         messages = self._expected_messages(expect)
         incident: str | None = None
         sent: Record | None = None
@@ -1886,14 +1906,14 @@ def _close_end(event: AppEvent, accepted: bool, gone: bool, own: set[int], setti
     code = event.snapshot.get("code", 1000)
     handled = event.handling
     if (
-        is_failure_close(code, accepted, settings)
+        is_failure_close(code, accepted, settings, handled)
         and not gone
         and not (handled is not None and departure(handled, own, peers=False)[0])
     ):
         expected = expected_diagnosis(handled, app_close=event.snapshot, scheme=settings.code_scheme)
         assert isinstance(expected, Expected)
         wire = expected.component.code if settings.code_scheme == "private" else None
-        reason = event.snapshot.get("reason")
+        reason = frame_message_reason(event.snapshot, handled)
         return "diag", (wire, reason if isinstance(reason, str) and reason.strip() else None)
     if not accepted:
         return "handshake", 403

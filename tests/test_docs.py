@@ -70,12 +70,18 @@ PAGES = sorted(path for path in DOCS.rglob("*.md") if python_blocks(path))
 
 
 def _run_page(path: Path) -> dict[str, Any]:
-    namespace: dict[str, Any] = {"__name__": f"docs_{path.stem.replace('-', '_')}"}
-    with _logging_restored():
-        for line, code, fragment in python_blocks(path):
-            compiled = compile(code, f"{path.relative_to(ROOT)}:{line}", "exec")
-            if not fragment:
-                exec(compiled, namespace)  # noqa: S102 - the documentation's own snippets
+    # A module in sys.modules, as the reader's own is: Litestar resolves handler annotations through it.
+    module = ModuleType(f"docs_{path.stem.replace('-', '_')}")
+    namespace: dict[str, Any] = module.__dict__
+    sys.modules[module.__name__] = module
+    try:
+        with _logging_restored():
+            for line, code, fragment in python_blocks(path):
+                compiled = compile(code, f"{path.relative_to(ROOT)}:{line}", "exec")
+                if not fragment:
+                    exec(compiled, namespace)  # noqa: S102 - the documentation's own snippets
+    finally:
+        del sys.modules[module.__name__]
     return namespace
 
 

@@ -1,7 +1,8 @@
-"""End to end: real servers (hypercorn, uvicorn with websockets and wsproto), real client."""
+"""End to end: real servers (hypercorn, uvicorn with websockets and wsproto, granian), real client."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from typing import Any
@@ -13,11 +14,14 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket
 from websockets.exceptions import InvalidStatus
 
-from clients import talk
+from clients import CLIENT_TIMEOUT, talk
 from ws_diag import Component, DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
 from ws_diag.health.probes import CallableProbe, ProbeFailed
 
-pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("kind", SERVER_KINDS)]
+# granian joins the matrix here: what it does without ws_diag is pinned in tests/test_server_facts.py.
+E2E_KINDS = [*SERVER_KINDS, "granian"]
+
+pytestmark = [pytest.mark.asyncio, pytest.mark.parametrize("kind", E2E_KINDS)]
 
 SECRET = "s3cret-in-the-exception"
 
@@ -83,12 +87,17 @@ async def test_unhandled_exception_is_closed_by_the_middleware(kind: str) -> Non
     assert SECRET not in json.dumps(session.messages) + (session.reason or "")
 
 
+# What a client sees when the app raises after accept, without ws_diag.
+BARE_CRASH = {"hypercorn": 1011, "granian": 1005}  # uvicorn, every implementation: 1006
+
+
 async def test_bare_uvicorn_really_gives_1006(kind: str) -> None:
-    """Without ws_diag the same failure is 1011 on hypercorn and 1006 on uvicorn (the problem we solve)."""
+    """Without ws_diag the same failure is 1011 on hypercorn, 1006 on uvicorn and an empty close (1005) on
+    granian (the problem we solve)."""
     app = raw_app(lambda r, s: accept_then_raise(RuntimeError("x"), r, s))
     async with run_server(app, kind) as url:
         session = await talk(url)
-    assert session.code == (1011 if kind == "hypercorn" else 1006)
+    assert session.code == BARE_CRASH.get(kind, 1006)
     assert session.messages == []
 
 
@@ -99,12 +108,31 @@ async def test_app_exception_logged_once_with_traceback(kind: str, caplog: pytes
     class AppBug(Exception):
         pass
 
+    escaped: list[BaseException] = []
+    ended = asyncio.Event()
     app = wrapped(raw_app(lambda r, s: accept_then_raise(AppBug("the app's own bug"), r, s)))
-    async with run_server(app, kind) as url:
+
+    async def server_side(scope: Any, receive: Any, send: Any) -> None:
+        # What reaches the server. granian logs it through pyo3-log, whose cached logger levels make its
+        # records depend on the servers this process ran before: the exception that reaches it is checked.
+        if scope["type"] != "websocket":
+            return  # hypercorn's lifespan
+        try:
+            await app(scope, receive, send)
+        except BaseException as exc:
+            escaped.append(exc)
+            raise
+        finally:
+            ended.set()
+
+    async with run_server(server_side, kind) as url:
         session = await talk(url)
+        await asyncio.wait_for(ended.wait(), CLIENT_TIMEOUT)  # the app may end just after the client saw the close
     assert session.code == 1011
+    assert [type(exc) for exc in escaped] == [AppBug]
     with_traceback = [r for r in caplog.records if r.exc_info and r.exc_info[0] is AppBug]
-    assert len(with_traceback) == 1
+    assert len(with_traceback) == (0 if kind == "granian" else 1)
+    assert not [r for r in with_traceback if r.name.startswith("ws_diag")]
     incident = session.frame["incident_id"]
     assert any(getattr(r, "incident_id", None) == incident for r in caplog.records)
 
@@ -172,7 +200,7 @@ async def test_preaccept_failure_http_denial(kind: str) -> None:
 
 
 async def test_preaccept_passthrough_is_http_500(kind: str) -> None:
-    """With preaccept=passthrough a failure before accept stays the server's HTTP 500."""
+    """With preaccept=passthrough a failure before accept stays the server's answer: HTTP 500 (granian: 403)."""
 
     async def behaviour(receive: Any, send: Any) -> None:
         raise WebSocketComponentError.database_failure()
@@ -180,7 +208,7 @@ async def test_preaccept_passthrough_is_http_500(kind: str) -> None:
     async with run_server(wrapped(raw_app(behaviour), preaccept="passthrough"), kind) as url:
         with pytest.raises(InvalidStatus) as info:
             await talk(url, ())
-    assert info.value.response.status_code == 500
+    assert info.value.response.status_code == (403 if kind == "granian" else 500)
 
 
 async def test_deliberate_preaccept_close_is_403(kind: str) -> None:

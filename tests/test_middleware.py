@@ -444,7 +444,7 @@ async def test_diagnosis_failure_on_close_keeps_the_apps_close() -> None:
 
 
 async def test_hanging_diagnosis_is_cut_at_the_deadline() -> None:
-    """A diagnosis that hangs is abandoned at its deadline; the client still gets a Generic frame and 1011."""
+    """A diagnosis that hangs is abandoned at the backstop; the client still gets a Generic frame and 1011."""
     exc = ValueError("app")
     middleware = wrap(raising(exc), probe_timeout=0.05)
 
@@ -713,3 +713,128 @@ async def test_odd_close_code_values(code: Any) -> None:
     run = await drive(wrap(closing(code)))
     assert run.close is not None
     assert run.close["code"] == (1000 if code is None else 1011)
+
+
+# -- a framework's own generic error close (HTTP status + 4000: 4500) ------------------------------
+
+
+def framework_closing(exc: Exception | None, code: int = 4500, *, accept: bool = True) -> Any:
+    """A raw app standing in for a framework that catches the handler's exception and closes with its own code."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        if accept:
+            await send({"type": "websocket.accept"})
+        if exc is None:
+            await send({"type": "websocket.close", "code": code, "reason": "Internal Server Error"})
+            return
+        try:
+            raise exc
+        except Exception:
+            await send({"type": "websocket.close", "code": code, "reason": "Internal Server Error"})
+
+    return app
+
+
+async def test_framework_error_close_is_diagnosed_by_the_handled_exception() -> None:
+    """A 4500 sent while an exception is handled is diagnosed by that exception (no setting needed); the
+    framework's reason stays the frame's message."""
+    run = await drive(wrap(framework_closing(asyncpg.exceptions.TooManyConnectionsError("pool exhausted"))))
+    assert run.close is not None
+    assert run.close["code"] == 4005
+    frame = frame_of(run)
+    assert (frame["component"], frame["source"], frame["message"]) == ("Database", "exception", "Internal Server Error")
+    assert run.error is None
+
+
+async def test_component_error_message_beats_the_framework_reason() -> None:
+    """While a WebSocketComponentError is handled, its own message wins over the framework's generic reason."""
+    error = WebSocketComponentError.redis_failure("Redis pub/sub unavailable")
+    run = await drive(wrap(framework_closing(error)))
+    assert run.close is not None
+    assert run.close["code"] == 4007
+    assert frame_of(run)["message"] == "Redis pub/sub unavailable"
+
+
+async def test_framework_error_close_before_accept_gets_the_frame() -> None:
+    """Before accept the framework's 4500 would be an HTTP 403: accept_close delivers the frame instead."""
+    run = await drive(wrap(framework_closing(WebSocketComponentError.auth_failure("Token expired"), accept=False)))
+    assert run.of_type("websocket.accept")
+    assert run.close is not None
+    assert run.close["code"] == 4002
+    assert frame_of(run)["message"] == "Token expired"
+    run = await drive(wrap(framework_closing(RuntimeError("x"), accept=False), preaccept="passthrough"))
+    assert run.sent == [{"type": "websocket.close", "code": 4500, "reason": "Internal Server Error"}]
+
+
+@pytest.mark.parametrize(("exc", "code"), [(None, 4500), (RuntimeError("x"), 4503), (RuntimeError("x"), 4429)])
+async def test_own_4500_and_specific_statuses_pass_untouched(exc: Exception | None, code: int) -> None:
+    """A 4500 sent while nothing is handled, and a specific status (4503, 4429) even while handling, are the
+    app's own word."""
+    run = await drive(wrap(framework_closing(exc, code)))
+    assert run.sent[-1] == {"type": "websocket.close", "code": code, "reason": "Internal Server Error"}
+    assert not run.of_type("websocket.send")
+
+
+async def test_hand_written_1011_reason_still_wins() -> None:
+    """An app's own 1011 reason beats the message of the WebSocketComponentError it handles, as before."""
+    error = WebSocketComponentError.redis_failure("Redis pub/sub unavailable")
+    run = await drive(wrap(framework_closing(error, 1011)))
+    assert run.close is not None
+    assert run.close["code"] == 4007
+    assert frame_of(run)["message"] == "Internal Server Error"
+
+
+# -- reraise ------------------------------------------------------------------------------------
+
+
+def raising(exc: Exception, *, accept: bool = True) -> Any:
+    """Accept (or not), then raise ``exc``."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        if accept:
+            await send({"type": "websocket.accept"})
+        raise exc
+
+    return app
+
+
+async def test_reraise_false_logs_a_delivered_failure_instead(caplog: pytest.LogCaptureFixture) -> None:
+    """reraise=False: a diagnosed and delivered exception is logged once at ERROR with its traceback, not raised."""
+    caplog.set_level(logging.DEBUG, logger="ws_diag")
+    exc = RuntimeError("the app's bug")
+    run = await drive(wrap(raising(exc), reraise=False))
+    assert run.error is None
+    assert run.close is not None
+    records = [r for r in caplog.records if r.exc_info is not None]
+    assert [(r.levelname, getattr(r, "ws_diag_event", None)) for r in records] == [("ERROR", "app_exception")]
+    assert records[0].exc_info is not None
+    assert records[0].exc_info[1] is exc
+    assert getattr(records[0], "incident_id", None) == frame_of(run)["incident_id"]
+
+
+async def test_reraise_default_and_undelivered_failures_raise() -> None:
+    """By default the exception goes on to the server; with reraise=False too when nothing was delivered (the
+    client left, the server refused the frame, a pre-accept failure left to the server)."""
+    exc = RuntimeError("bug")
+    assert (await drive(wrap(raising(exc)))).error is exc
+    left = starlette.websockets.WebSocketDisconnect(1006)
+
+    async def departed(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        message = await receive()  # the disconnect, in hand
+        raise left if message["type"] == "websocket.disconnect" else exc
+
+    assert (await drive(wrap(departed, reraise=False))).error is left
+
+    async def swallowed(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        await receive()  # the disconnect, swallowed: the server refuses ws_diag's frame
+        raise exc
+
+    assert (await drive(wrap(swallowed, reraise=False))).error is exc
+    passthrough = await drive(wrap(raising(exc, accept=False), reraise=False, preaccept="passthrough"))
+    assert passthrough.error is exc

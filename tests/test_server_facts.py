@@ -20,6 +20,9 @@ import multiworker
 import pytest
 import uvicorn
 from hypercorn.utils import UnexpectedMessageError
+from litestar import Litestar, websocket
+from litestar import WebSocket as LitestarSocket  # Litestar resolves handler annotations at run time
+from litestar.exceptions import WebSocketException
 from servers import SERVER_KINDS, run_daphne, run_server
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
@@ -585,3 +588,223 @@ async def test_app_returning_after_accept_without_close(kind: str) -> None:
 
     async with run_server(app, kind) as url:
         assert await closed_code(url) == RETURNED_WITHOUT_CLOSE[kind]
+
+
+# -- granian: what a send meets once the session ended, a stop by signal -------------------------
+
+
+@pytest.mark.asyncio
+async def test_granian_accepts_sends_after_the_session_ended() -> None:
+    """Fact (granian 2.8): a send or close after the app's own close, after its client left, and from another
+    task after the handler returned is accepted silently: granian never refuses one as a departure (the only
+    refusal seen is its RuntimeError for an HTTP response after accept, above)."""
+    outcomes: dict[str, tuple[type[BaseException] | None, type[BaseException] | None]] = {}
+    sends: dict[str, Send] = {}
+    ended = asyncio.Queue[str]()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        path = scope["path"]
+        await receive()
+        await send({"type": "websocket.accept"})
+        if path == "/own-close":
+            await send({"type": "websocket.close", "code": 1000})
+        elif path == "/heard":
+            assert (await receive())["type"] == "websocket.disconnect"
+        if path == "/returned":
+            sends[path] = send
+        else:
+            frame = await attempt(send, {"type": "websocket.send", "text": "too late"})
+            outcomes[path] = (frame, await attempt(send, {"type": "websocket.close", "code": 1011}))
+        ended.put_nowait(path)
+
+    async with run_server(app, "granian") as url, asyncio.timeout(WAIT_S):
+        assert await closed_code(url + "/own-close") == 1000
+        for path in ("/heard", "/returned"):
+            async with connect(url + path):
+                pass  # the client leaves (1000)
+        while len(outcomes) < 2 or "/returned" not in sends:
+            await ended.get()
+        returned = sends["/returned"]
+        outcomes["/returned"] = (
+            await attempt(returned, {"type": "websocket.send", "text": "too late"}),
+            await attempt(returned, {"type": "websocket.close", "code": 1011}),
+        )
+    assert outcomes == dict.fromkeys(("/own-close", "/heard", "/returned"), (None, None))
+
+
+# Served by `python -m granian` (tests/granian_cli.py): sessions report what they hear; a lifespan shutdown
+# that waits (bounded) for them keeps the worker's event loop running until they have heard it.
+_granian_sessions: set[int] = set()
+_granian_idle = asyncio.Event()  # set when the last session ended
+
+
+def _say(*words: object) -> None:
+    print("FACT", *words, file=sys.stderr, flush=True)
+
+
+async def granian_stop_app(scope: Scope, receive: Receive, send: Send) -> None:
+    """Accept and listen; on websocket.disconnect report its code, then try a frame and a close (1 s each)."""
+    if scope["type"] == "lifespan":
+        while (await receive())["type"] == "lifespan.startup":
+            await send({"type": "lifespan.startup.complete"})
+        if _granian_sessions:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(_granian_idle.wait(), 5)  # the sessions' own tasks end them
+        await send({"type": "lifespan.shutdown.complete"})
+        return
+    await receive()
+    await send({"type": "websocket.accept"})
+    _granian_sessions.add(id(scope))
+    try:
+        while (message := await receive())["type"] != "websocket.disconnect":
+            _say("received", message.get("text"))
+        _say("disconnect", message.get("code"))
+        for message in ({"type": "websocket.send", "text": '{"type":"error"}'}, {"type": "websocket.close"}):
+            try:
+                async with asyncio.timeout(1):
+                    refused = await attempt(send, message)
+            except TimeoutError:
+                _say("then", message["type"], "pending after 1 s")
+            else:
+                _say("then", message["type"], refused.__name__ if refused else "accepted")
+    finally:
+        _granian_sessions.discard(id(scope))
+        if not _granian_sessions:
+            _granian_idle.set()
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("sig", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_granian_stop_drops_sessions_before_the_app_hears(sig: signal.Signals) -> None:
+    """Fact (granian 2.8, its command line): on SIGINT or SIGTERM it drops open sessions (client 1006, no close
+    frame; about one run in eight a 1000 of its own) and only then hands the app websocket.disconnect (1005); a
+    frame the app sends then is accepted and goes nowhere, a close mostly never returns: no Service Restart frame
+    can reach a client."""
+    from granian_cli import run_granian
+
+    async with run_granian("test_server_facts:granian_stop_app") as server, asyncio.timeout(WAIT_S):
+        clients = [await connect(server.url) for _ in range(2)]
+        for number, ws in enumerate(clients):
+            await ws.send(f"hi {number}")
+            await server.await_line(f"FACT received hi {number}")
+        server.send_signal(sig)
+        received = []
+        for ws in clients:
+            with pytest.raises(ConnectionClosed):
+                received.append(await ws.recv())
+        # Dropped (1006, no close frame); about one run in eight granian closes them itself with 1000 instead.
+        assert {ws.close_code for ws in clients} <= {DROPPED, 1000}, server.log
+        assert received == []
+        assert await server.wait_exit() == 0
+    heard = server.matching("FACT disconnect")
+    assert heard, server.log  # the app's own tasks keep the worker's loop alive: it hears (rarely one does not)
+    assert set(heard) == {"FACT disconnect 1005"}
+    then = server.matching("FACT then")
+    assert [line for line in then if "websocket.send" in line] == ["FACT then websocket.send accepted"] * len(heard)
+    closes = {line for line in then if "websocket.close" in line}  # mostly it never returns
+    assert len(then) == 2 * len(heard)
+    assert closes <= {"FACT then websocket.close pending after 1 s", "FACT then websocket.close accepted"}
+
+
+RAISED_BEFORE_ACCEPT = {"granian": 403}  # every other server: HTTP 500
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", [*SERVER_KINDS, "granian"])
+async def test_app_raising_before_accept(kind: str) -> None:
+    """Fact: an app that raises before accept fails the handshake with HTTP 500, on granian with 403."""
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "websocket":
+            return
+        await receive()
+        msg = "before accept"
+        raise RuntimeError(msg)
+
+    async with run_server(app, kind) as url:
+        with pytest.raises(InvalidStatus) as info:
+            await closed_code(url)
+    assert info.value.response.status_code == RAISED_BEFORE_ACCEPT.get(kind, 500)
+
+
+# -- Litestar: its own error close --------------------------------------------------------------
+
+
+@pytest.mark.asyncio
+@pytest.mark.parametrize("kind", ["uvicorn", "hypercorn"])
+async def test_litestar_closes_failures_with_its_own_4500(kind: str) -> None:
+    """Fact (litestar 2.25): Litestar catches what a websocket handler raises and closes with 4500 "Internal Server
+    Error" (HTTP 500 + 4000) while handling it, or with a WebSocketException's code and detail; nothing reaches the
+    server; before accept that close is the server's HTTP 403."""
+    handled: list[BaseException | None] = []
+
+    @websocket(["/after", "/detail", "/before"])
+    async def handler(socket: LitestarSocket[Any, Any, Any]) -> None:
+        name = socket.scope["path"]
+        if name == "/before":
+            raise LookupError(name)
+        await socket.accept()
+        if name == "/detail":
+            raise WebSocketException(detail="maintenance", code=4503)
+        raise LookupError(name)
+
+    inner = Litestar([handler])
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        async def watching_send(message: dict[str, Any]) -> None:
+            if message["type"] == "websocket.close":
+                handled.append(sys.exception())
+            await send(message)
+
+        await inner(scope, receive, watching_send)  # an escaping exception would fail the session differently
+
+    async with run_server(app, kind) as url, asyncio.timeout(WAIT_S):
+        async with connect(url + "/after") as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (4500, "Internal Server Error")
+        async with connect(url + "/detail") as ws:
+            with pytest.raises(ConnectionClosed):
+                await ws.recv()
+        assert (ws.close_code, ws.close_reason) == (4503, "maintenance")
+        with pytest.raises(InvalidStatus) as info:
+            await closed_code(url + "/before")
+        assert info.value.response.status_code == 403
+    assert [type(exc) for exc in handled] == [LookupError, WebSocketException, LookupError]
+
+
+# -- Starlette's TestClient ---------------------------------------------------------------------
+
+
+def test_testclient_loses_what_the_app_sent_before_raising() -> None:
+    """Fact (starlette 1.x): when the app raises after accept, TestClient closes its message stream (a frame and a
+    close the app sent just before are lost: the next receive raises) and re-raises the exception as
+    websocket_connect exits."""
+    import threading
+
+    import anyio
+    from starlette.testclient import TestClient
+
+    ended = threading.Event()
+
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            await receive()
+            await send({"type": "websocket.accept"})
+            await receive()  # the test's message: the block below has been entered
+            await send({"type": "websocket.send", "text": '{"type":"error"}'})
+            await send({"type": "websocket.close", "code": 4007})
+            msg = "Redis is down"
+            raise LookupError(msg)
+        finally:
+            ended.set()
+
+    def receive_once_the_app_ended(ws: Any) -> None:
+        ws.send_text("hi")
+        assert ended.wait(WAIT_S)
+        # The portal's event loop closes the streams as the exception leaves the app, before it runs this call.
+        with pytest.raises(anyio.ClosedResourceError):
+            ws.receive()
+
+    with pytest.raises(LookupError), TestClient(app).websocket_connect("/ws") as ws:
+        receive_once_the_app_ended(ws)

@@ -24,6 +24,16 @@ def test_defaults() -> None:
     assert settings.cache_ttl == 2.0
     assert settings.rewrite_codes == frozenset({1011})
     assert settings.track_disconnect is False
+    assert settings.reraise is True
+
+
+def test_reraise_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """WS_DIAG_RERAISE=false turns reraise off; a value that is no boolean fails naming the field."""
+    monkeypatch.setenv("WS_DIAG_RERAISE", "false")
+    assert DiagSettings().reraise is False
+    monkeypatch.setenv("WS_DIAG_RERAISE", "sometimes")
+    with pytest.raises(pydantic.ValidationError, match="reraise"):
+        DiagSettings()
 
 
 def test_environment_is_read(monkeypatch: pytest.MonkeyPatch) -> None:

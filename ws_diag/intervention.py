@@ -18,9 +18,10 @@ from .attribution import Diagnoser
 from .components import SERVICE_RESTART
 from .delivery import Delivery, deliver
 from .diagnosis import Diagnosis, valid_request_id
+from .errors import WebSocketComponentError
 from .lifecycle import SCOPE_KEY, Connection, DiagnosisEvent
 from .settings import DiagSettings
-from .wire.closecodes import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL
+from .wire.closecodes import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, is_framework_error_close_code
 from .wire.frame import close_reason, frame_json
 from .wire.schemes import seed_component, wire_code
 
@@ -29,11 +30,16 @@ __all__ = ["Intervention", "Responder", "log_own_error"]
 logger = logging.getLogger("ws_diag")
 
 _DENIAL_EXTENSION = "websocket.http.response"
-# The checker cuts its probes off at probe_timeout; the outer bound only guards
-# against a broken diagnoser, so it must not fire first, even on an event loop
-# saturated by a storm of failing sessions (measured: +50 ms was too little for
-# 1,000 sessions on uvicorn-wsproto).
+# The checker cuts its probes off at probe_timeout, measured from when its run begins;
+# a failure joining a shared run gets that run's answer. The outer bound only guards
+# against a broken diagnoser, so it must not fire first even on an event loop saturated
+# by a storm: every session of a storm starts its own clock in the same loop iteration,
+# and with 10,000 sessions joining the run alone took 0.6-1.1 s (benchmarks, section 9).
+# A per-session bound of probe_timeout + 0.25 s gave up before the shared run began and
+# turned a whole storm into Generic closes; the backstop is therefore a multiple of it.
 _DEADLINE_SLACK = 0.25
+_BACKSTOP_FACTOR = 4
+_BACKSTOP_SLACK = 1.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +70,8 @@ class Responder:
         self.settings = settings
         self.diagnoser = diagnoser
         checker_timeout = diagnoser.checker.timeout if diagnoser.checker is not None else 0.0
-        self._deadline = max(settings.probe_timeout, checker_timeout) + _DEADLINE_SLACK
+        deadline = max(settings.probe_timeout, checker_timeout) + _DEADLINE_SLACK
+        self._backstop = deadline * _BACKSTOP_FACTOR + _BACKSTOP_SLACK
 
     async def intervene(
         self,
@@ -77,6 +84,11 @@ class Responder:
         failure_at: float | None = None,
     ) -> Intervention:
         """Diagnose within the deadline, then deliver frame and close within ``send_timeout``.
+
+        The deadline is the probe run's (``probe_timeout`` from when the run begins: the
+        checker's); every failure that joins a shared run gets its answer, however long the
+        event loop took to let the run begin. A backstop of four times ``probe_timeout``
+        plus 1.25 s, measured from this call, guards against a broken diagnoser only.
 
         Args:
             exc: what the app raised, or the exception it was handling when it sent ``app_close``.
@@ -92,7 +104,7 @@ class Responder:
         started = time.perf_counter()
         diagnosis: Diagnosis | None = None
         try:
-            async with asyncio.timeout(self._deadline):
+            async with asyncio.timeout(self._backstop):
                 diagnosis = await self._diagnose(exc, app_close, failure_at)
             diagnosis = self._with_request_id(diagnosis, scope)
             messages = self._messages(scope, diagnosis, accepted)
@@ -179,9 +191,9 @@ class Responder:
         else:
             diagnosis = await self.diagnoser.diagnose(exc, failure_at=failure_at)
         reason = app_close.get("reason") if app_close else None
-        if isinstance(reason, str) and reason.strip():
-            # The app wrote its close reason for the client: client-safe by the same
-            # rule as WebSocketComponentError.message.
+        if isinstance(reason, str) and reason.strip() and not _error_message_wins(app_close, exc):
+            # The app (or its framework) wrote its close reason for the client: client-safe
+            # by the same rule as WebSocketComponentError.message.
             diagnosis = dataclasses.replace(diagnosis, message=reason)
         return diagnosis
 
@@ -215,6 +227,20 @@ class Responder:
         }
         frame = {"type": "websocket.send", "text": text}
         return [frame, close] if accepted else [{"type": "websocket.accept"}, frame, close]
+
+
+def _error_message_wins(app_close: Message | None, exc: BaseException | None) -> bool:
+    """Whether a WebSocketComponentError's own message beats the close's reason.
+
+    It does when the close is a framework's generic error close (4500): its reason is the
+    framework's generic text (Litestar: "Internal Server Error"), not the app's. An app's own
+    ``except ...: close(1011, reason)`` keeps its reason.
+    """
+    return (
+        app_close is not None
+        and is_framework_error_close_code(app_close.get("code"))
+        and isinstance(exc, WebSocketComponentError)
+    )
 
 
 def log_own_error(message: str, err: BaseException, event: str) -> None:

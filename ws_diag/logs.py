@@ -2,7 +2,7 @@
 
 Needs the ``logs`` extra (python-json-logger). Every ``ws_diag`` record carries
 ``ws_diag_event`` (connect, accept, intercepted, diagnosis, close_sent, fallback,
-client_gone, send_timeout, refused, repaired, hook_failed, health_check) and, where
+client_gone, send_timeout, refused, repaired, hook_failed, health_check, app_exception) and, where
 they apply, ``path``, ``component``, ``code``, ``incident_id``, ``took_ms``,
 ``diagnosis_source``, ``probe`` and ``exception`` (a type name, never its text)::
 

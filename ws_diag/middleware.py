@@ -28,7 +28,7 @@ from .health.probes import Probe
 from .intervention import Intervention, Responder, log_own_error
 from .lifecycle import SCOPE_KEY, Connection, ConnectionListener, DiagnosisHook, Lifecycle
 from .settings import DiagSettings, load_settings
-from .wire.closecodes import CLOSE_NORMAL, is_failure_close_code
+from .wire.closecodes import CLOSE_NORMAL, is_failure_close_code, is_framework_error_close_code
 
 __all__ = ["SCOPE_KEY", "DiagnosticsMiddleware"]
 
@@ -141,10 +141,11 @@ class DiagnosticsMiddleware:
         self._rewrite_codes = settings.rewrite_codes
         self._passthrough_preaccept = settings.preaccept == "passthrough"
         self._track = settings.track_disconnect
+        self._reraise = settings.reraise
         self._log_client = settings.log_client_address
         self._refresh = checker.refresh_interval is not None and bool(checker.probes)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901 - one coroutine per connection (below)
         if self._refresh:
             self.checker.start()  # cheap when running; follows the app into a new event loop
         if scope["type"] != "websocket" or SCOPE_KEY in scope:
@@ -173,8 +174,8 @@ class DiagnosticsMiddleware:
         try:
             await self.app(scope, _tracking(receive, state, self._mark_gone) if self._track else receive, wrapped_send)
         except Exception as exc:
-            await self._on_exception(state, send, exc)
-            raise
+            if await self._on_exception(state, send, exc):
+                raise
         except asyncio.CancelledError:
             await self._on_cancelled(state, send)
             raise
@@ -198,15 +199,19 @@ class DiagnosticsMiddleware:
             return route(scope, receive, send, self.checker, self.settings)
         return self.app(scope, receive, send)
 
-    async def _on_exception(self, state: Connection, send: Send, exc: Exception) -> None:
-        """The app raised: diagnose and tell the client, unless it left or ws_diag must stand back."""
+    async def _on_exception(self, state: Connection, send: Send, exc: Exception) -> bool:
+        """The app raised: diagnose and tell the client, unless it left or ws_diag must stand back.
+
+        Returns whether the exception goes on to the server: always, unless ``reraise=False``
+        and it was diagnosed and its frame and close delivered (then it is logged instead).
+        """
         failure_at = self.checker.now()  # no report taken before this may clear a component
         if state.finished or state.gone or (not state.accepted and self._passthrough_preaccept):
             if state.outcome == "open":
                 state.outcome = "error"
-            return
+            return True
         if self._client_left(state, send, exc):
-            return
+            return True
         logger.debug(
             "websocket failure intercepted: app raised %s",
             type(exc).__name__,
@@ -217,6 +222,29 @@ class DiagnosticsMiddleware:
             state.scope, send, exc, None, state.accepted, failure_at=failure_at
         )
         await self._settle(state, intervention)
+        if self._reraise or intervention.event is None or not intervention.event.delivered:
+            return True
+        self._log_app_exception(state, exc)
+        return False
+
+    def _log_app_exception(self, state: Connection, exc: Exception) -> None:
+        """``reraise=False``: the app's exception, delivered to its client, logged with its traceback, not raised.
+
+        One ERROR record, as the server would have logged it: under a test client (Starlette's
+        ``TestClient``) a raised exception would discard the frame and close the test reads.
+        """
+        logger.error(
+            "websocket app raised %s; diagnosed and delivered (incident_id=%s), logged, not raised (reraise=false)",
+            type(exc).__name__,
+            state.incident_id,
+            exc_info=exc,
+            extra={
+                "ws_diag_event": "app_exception",
+                "path": state.scope.get("path"),
+                "incident_id": state.incident_id,
+                "exception": type(exc).__name__,
+            },
+        )
 
     async def _on_cancelled(self, state: Connection, send: Send) -> None:
         """The server cancelled the session: it is shutting down.
@@ -373,11 +401,19 @@ class DiagnosticsMiddleware:
         )
 
     def _is_failure(self, close: Message, accepted: bool) -> bool:
-        """Whether the app's close reports a failure ws_diag diagnoses."""
+        """Whether the app's close reports a failure ws_diag diagnoses.
+
+        A code in ``rewrite_codes`` or 1004-1006; or 4500, a framework's generic error close
+        (Litestar's, graphql-ws's), while an exception is being handled.
+        """
         if not accepted and self._passthrough_preaccept:
             return False
         code = close.get("code", CLOSE_NORMAL)
         if is_failure_close_code(code) or (isinstance(code, int) and code in self._rewrite_codes):
             return True
+        if is_framework_error_close_code(code):
+            # A framework's generic error close (Litestar's 4500) sent while it handles the app's
+            # exception: diagnosed by that exception. Sent while nothing is handled: the app's own word.
+            return sys.exception() is not None
         # After accept a code that cannot be delivered counts as the code it is repaired to.
         return accepted and repaired_code(code) in self._rewrite_codes

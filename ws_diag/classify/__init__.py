@@ -62,8 +62,8 @@ class Classifier:
       encode (a lone surrogate, say from a model's output), which the server refuses
       to send; it is the message the handler built that failed, not a dependency, and
       the same message would fail again.
-    - :data:`CLIENT_GONE`: Starlette's ``WebSocketDisconnect`` and uvicorn's
-      ``ClientDisconnected``.
+    - :data:`CLIENT_GONE`: Starlette's and Litestar's ``WebSocketDisconnect`` and
+      uvicorn's ``ClientDisconnected``.
     - HANDLER (4004, not retryable), only when nothing above and no origin rule
       names anything in the chain: inbound data that cannot be decoded or
       validated (``json.JSONDecodeError``, ujson's ``JSONDecodeError``,

@@ -23,9 +23,10 @@ Starlette's HTTP answer to an ``HTTPException`` raised after accept with a
 ``RuntimeError``, and a text frame holding a lone surrogate makes the server's
 ``send`` raise ``UnicodeEncodeError``, both while the client is there. Those are
 the app's failures. The one ambiguous refusal (uvicorn's legacy implementation
-and granian refuse a send to a departed client with a plain ``RuntimeError``, the
-same type) is settled by the responder: it tries the frame, and the server
-refusing ws_diag's first message is the departure.
+refuses a send to a departed client with a plain ``RuntimeError``, the same type)
+is settled by the responder: it tries the frame, and the server refusing ws_diag's
+first message is the departure. (granian refuses no send after the client left:
+it discards them, like hypercorn.)
 
 This runs only on the failure path: it walks the exception chain and each
 traceback, comparing the frames of the server's ``send`` with B's own callable
@@ -113,8 +114,8 @@ def client_left(exc: BaseException, send: object, classifier: Classifier) -> boo
         classifier: its ``CLIENT_GONE`` rules name the disconnect types.
 
     Only an ``OSError`` from the connection's own send counts as its send failing
-    because the peer left (the type every server but uvicorn's legacy implementation
-    and granian uses for it, pinned in ``tests/test_server_facts.py``); any other
+    because the peer left (the type every server that refuses such a send uses for it,
+    but uvicorn's legacy implementation: pinned in ``tests/test_server_facts.py``); any other
     refusal is the app's failure, or ambiguous, and left to the responder's first message.
     """
     site = CallSite.of(send)

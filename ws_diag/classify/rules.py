@@ -134,6 +134,8 @@ BUILTIN_NAMED_RULES: tuple[tuple[str, Outcome | LLM, Predicate | None], ...] = (
     ("builtins.UnicodeEncodeError", Component.HANDLER, None),
     ("starlette.websockets.WebSocketDisconnect", CLIENT_GONE, None),
     ("uvicorn.protocols.utils.ClientDisconnected", CLIENT_GONE, None),
+    # Litestar raises it where its receive got websocket.disconnect, then closes with its code.
+    ("litestar.exceptions.websocket_exceptions.WebSocketDisconnect", CLIENT_GONE, None),
 )
 
 # Data that cannot be decoded or validated: the handler's failure, and a retry

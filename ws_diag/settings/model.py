@@ -116,7 +116,11 @@ class DiagSettings(BaseSettings):
         description="Failures before accept: accept, send the frame and close; answer with an HTTP "
         "denial where the server offers it; or leave them to the server (403/500).",
     )
-    probe_timeout: _Seconds = Field(1.0, description="Hard deadline of a whole diagnosis, seconds.")
+    probe_timeout: _Seconds = Field(
+        1.0,
+        description="Deadline of a probe run, seconds, from when the run begins; failures that join a shared run "
+        "get its answer.",
+    )
     cache_ttl: float = Field(
         2.0, ge=0, le=3600, allow_inf_nan=False, description="How long probe results are reused, seconds."
     )
@@ -131,6 +135,12 @@ class DiagSettings(BaseSettings):
         False,
         description="Wrap receive to see websocket.disconnect (costs ~110 ns per received message); "
         "without it a client's departure is known from exceptions and failed sends.",
+    )
+    reraise: bool = Field(
+        True,
+        description="Raise the app's exception into the server after ws_diag delivered its frame and close. "
+        "False: log it at ERROR with its traceback instead (ws_diag_event='app_exception'), so that a test "
+        "client (Starlette's TestClient) keeps the frame and close; what was not delivered is still raised.",
     )
 
     postgres_dsn: SecretStr | None = Field(

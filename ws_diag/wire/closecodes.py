@@ -7,6 +7,7 @@ from __future__ import annotations
 
 __all__ = [
     "CLOSE_GOING_AWAY",
+    "CLOSE_HTTP_INTERNAL_ERROR",
     "CLOSE_INTERNAL_ERROR",
     "CLOSE_NORMAL",
     "CLOSE_NO_STATUS",
@@ -19,6 +20,7 @@ __all__ = [
     "SENDABLE_REGISTERED",
     "STRICT_OFFSET",
     "is_failure_close_code",
+    "is_framework_error_close_code",
     "is_sendable_close_code",
     "repair_close_code",
     "strict_fallback_code",
@@ -93,6 +95,17 @@ SEED_FAILURE_CODES = frozenset({1004, CLOSE_NO_STATUS, 1006})
 def is_failure_close_code(code: object) -> bool:
     """Whether an app's close ``code`` always means a failure (1004, 1005, 1006), whatever the settings."""
     return isinstance(code, int) and code in SEED_FAILURE_CODES
+
+
+# The HTTP status + 4000 convention (Litestar, graphql-ws): 4500 is its generic "internal server
+# error", the close Litestar sends for any exception a handler raised. 4501-4599 name a specific
+# status an app chose (503 + 4000: Service Unavailable); they are its own word.
+CLOSE_HTTP_INTERNAL_ERROR = 4500
+
+
+def is_framework_error_close_code(code: object) -> bool:
+    """Whether ``code`` is a framework's generic error close (4500), diagnosed when sent while handling an exception."""
+    return code == CLOSE_HTTP_INTERNAL_ERROR
 
 
 def valid_utf8(text: str) -> str:
