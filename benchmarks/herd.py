@@ -26,7 +26,7 @@ Policies compared:
   ``Reconnecting._decide``/``_closed`` (ws_diag/client/reconnect.py) and in ``connect()``
   of clients/js/ws-diag.js (the ``close`` listener: reset, ``retryAction``,
   ``maxAttempts``, ``retryDelayMs``, ``attempt += 1``); they are mirrored in
-  :func:`shipped_policy`, and ``tests/test_benchmarks.py`` checks the mirror
+  :func:`shipped_policy`, and ``tests/test_bench.py`` checks the mirror
   against ``Reconnecting._decide``. The JS helper computes the same delays
   (``retryDelayMs``, checked against the Python one by tests/retry_cases.json)
   with the same defaults (500 ms, 30 s, 10 attempts, reset after 5 s).

@@ -27,6 +27,17 @@ above DEBUG and the ``on_diagnosis`` events (the ``diagnosis:`` line after deliv
 other checks (exception identity, app-level equivalence with the bare app, wire validity,
 at most one close, nothing after a disconnect) are small functions after it.
 ``real_cases``/``run_real``/``check_real`` do the same through real servers and a real client.
+
+What the model shares with ws_diag and what it keeps apart. The oracle is an independent model of
+every decision it checks, written from the documentation, so a wrong rule in ws_diag cannot make its
+own prediction: which close codes RFC 6455 lets a server send (:func:`sendable`, from the RFC), the
+repair (:func:`repaired_code`), the private-range retry, what a failure close is, the classification
+by dotted type name (``_NAMED``), whose departure it is (:func:`departure`, :func:`_foreign`), the
+123-byte reason cut (:func:`check_cut_reason`) and the frame (:func:`check_frame_text`). It imports
+only plumbing whose own behaviour is proven elsewhere and which decides nothing the oracle checks:
+the exception-chain walk (``ws_diag.classify.exception_chain``: tests/test_classify.py), and
+``redact``/``bound_text`` with ``MAX_MESSAGE_BYTES`` for the text a frame carries
+(tests/test_redaction.py), so that the oracle predicts the same redacted, bounded message.
 """
 
 from __future__ import annotations
@@ -37,7 +48,7 @@ import json
 import logging
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -56,6 +67,7 @@ from ws_diag import (
     DiagSettings,
     WebSocketComponentError,
 )
+from ws_diag.classify import exception_chain
 from ws_diag.redaction import MAX_MESSAGE_BYTES, bound_text, redact
 
 Message = dict[str, Any]
@@ -973,23 +985,6 @@ def run_in_memory(
 
 GONE = "client-gone"
 FALLBACK = "fallback"
-
-
-def exception_chain(exc: BaseException) -> Iterator[BaseException]:
-    """The documented walk: the exception, group members, cause or (unsuppressed) context, each once."""
-    seen: set[int] = set()
-    pending = [exc]
-    while pending and len(seen) < 16:
-        current = pending.pop(0)
-        if id(current) in seen:
-            continue
-        seen.add(id(current))
-        yield current
-        if isinstance(current, BaseExceptionGroup):
-            pending.extend(current.exceptions)
-        linked = current.__cause__ or (None if current.__suppress_context__ else current.__context__)
-        if linked is not None:
-            pending.append(linked)
 
 
 # The documented classification: connection-class driver errors, and disconnects.

@@ -119,3 +119,14 @@ async def http_request(
 def bearer(token: str | None) -> list[tuple[bytes, bytes]]:
     """An Authorization header with ``token``, or none."""
     return [(b"authorization", f"Bearer {token}".encode())] if token else []
+
+
+def failing(exc: BaseException) -> Any:
+    """An app that accepts, then raises ``exc``."""
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await receive()
+        await send({"type": "websocket.accept"})
+        raise exc
+
+    return app

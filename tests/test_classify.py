@@ -1,8 +1,9 @@
-"""Classifying exceptions by type."""
+"""Classifying exceptions by type (ws_diag.classify): built-in and user rules, the chain walk, the data rule."""
 
 from __future__ import annotations
 
 import errno
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -18,6 +19,7 @@ import ujson
 
 from ws_diag import CLIENT_GONE, Classifier, Component, CustomComponent
 from ws_diag.attribution import Diagnoser
+from ws_diag.classify import exception_chain
 from ws_diag.wire.frame import build_frame
 
 
@@ -87,6 +89,28 @@ def test_cyclic_cause_chain_terminates() -> None:
     a, b = ValueError("a"), ValueError("b")
     a.__cause__, b.__cause__ = b, a
     assert Classifier().classify(a) is None
+
+
+def test_exception_chain_walks_groups_and_causes_breadth_first_each_once() -> None:
+    """The walk: the exception, its group members, then cause (or unsuppressed context), each once, at most 16."""
+    cause, context, hidden = ValueError("cause"), KeyError("context"), OSError("suppressed")
+    first, second = RuntimeError("first"), TypeError("second")
+    first.__cause__ = cause
+    first.__context__ = hidden  # a cause wins over the context
+    second.__context__ = context
+    group = ExceptionGroup("tasks", [first, second])
+    assert list(exception_chain(group)) == [group, first, second, cause, context]
+    suppressed = RuntimeError("from None")
+    suppressed.__context__ = hidden
+    suppressed.__suppress_context__ = True
+    assert list(exception_chain(suppressed)) == [suppressed]
+    a, b = ValueError("a"), ValueError("b")
+    a.__cause__, b.__cause__ = b, a
+    assert list(exception_chain(a)) == [a, b]
+    links = [ValueError(str(n)) for n in range(40)]
+    for outer, inner in itertools.pairwise(links):
+        outer.__cause__ = inner
+    assert list(exception_chain(links[0])) == links[:16]
 
 
 def test_no_builtin_rules() -> None:

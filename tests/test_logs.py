@@ -1,4 +1,4 @@
-"""ws_diag.logs.JsonFormatter: every extra attribute of a record, OpenTelemetry's trace ids included."""
+"""Log lines (ws_diag.logs): JsonFormatter keeps every extra attribute and trace ids; structlog sees the fields."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from harness import CONNECT, drive
+import structlog
+from harness import CONNECT, drive, failing
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.trace import format_span_id, format_trace_id, get_current_span
 
@@ -63,17 +64,6 @@ def otel_record_factory() -> Iterator[None]:
         yield
     finally:
         logging.setLogRecordFactory(previous)
-
-
-def failing(exc: BaseException) -> Any:
-    """An app that accepts, then raises ``exc``."""
-
-    async def app(scope: Any, receive: Any, send: Any) -> None:
-        await receive()
-        await send({"type": "websocket.accept"})
-        raise exc
-
-    return app
 
 
 def test_user_extras_are_kept(json_lines: io.StringIO) -> None:
@@ -138,6 +128,7 @@ async def test_diagnosis_line_keeps_trace_ids_and_ws_diag_fields(json_lines: io.
     diagnosis = next(line for line in parsed(json_lines) if line.get("ws_diag_event") == "diagnosis")
     assert (diagnosis["component"], diagnosis["code"], diagnosis["level"]) == ("database", 4005, "WARNING")
     assert len(diagnosis["incident_id"]) == 16
+    assert diagnosis["took_ms"] >= 0
     assert diagnosis["otelTraceID"] == format_trace_id(context.trace_id)
     assert diagnosis["otelSpanID"] == format_span_id(context.span_id)
     assert diagnosis["otelTraceSampled"] is True
@@ -210,3 +201,25 @@ def test_log_events_are_strings_with_a_meaning() -> None:
         assert member.logger.startswith("ws_diag")
         assert member.meaning
         assert "\n" not in member.meaning
+
+
+@pytest.mark.asyncio
+async def test_structlog_sees_the_fields() -> None:
+    """structlog's ProcessorFormatter with ExtraAdder renders the same fields as JSON."""
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(
+        structlog.stdlib.ProcessorFormatter(
+            processor=structlog.processors.JSONRenderer(),
+            foreign_pre_chain=[structlog.stdlib.add_log_level, structlog.stdlib.ExtraAdder()],
+        )
+    )
+    logger = logging.getLogger("ws_diag")
+    logger.addHandler(handler)
+    try:
+        await drive(DiagnosticsMiddleware(failing(WebSocketComponentError.auth_failure()), settings=DiagSettings()))
+    finally:
+        logger.removeHandler(handler)
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    diagnosis = next(line for line in lines if line.get("ws_diag_event") == "diagnosis")
+    assert (diagnosis["component"], diagnosis["code"], diagnosis["level"]) == ("auth", 4002, "warning")

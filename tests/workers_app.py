@@ -1,4 +1,4 @@
-"""The app tests/test_metrics_multiprocess.py serves under ``uvicorn --workers`` and gunicorn.
+"""The app tests/test_integrations_prometheus_multiprocess.py serves under ``uvicorn --workers`` and gunicorn.
 
 Every worker imports this module: PrometheusMetrics on the default registry (its values
 in ``PROMETHEUS_MULTIPROC_DIR``), ``/metrics`` from a MultiProcessCollector, one probe

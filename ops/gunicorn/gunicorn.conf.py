@@ -7,7 +7,7 @@ Run (PROMETHEUS_MULTIPROC_DIR: a directory of its own, writable, on local disk o
 
 and serve ``/metrics`` from a registry with prometheus_client's ``MultiProcessCollector``
 (see docs/how-to/prometheus.md, "Several worker processes"). Do not use ``--preload``: each worker builds the app,
-its probes and its metrics itself. tests/test_metrics_multiprocess.py runs this file.
+its probes and its metrics itself. tests/test_integrations_prometheus_multiprocess.py runs this file.
 """
 
 from __future__ import annotations

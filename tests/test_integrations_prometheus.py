@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from harness import CONNECT, drive, ws_scope
+from harness import CONNECT, drive, failing, ws_scope
 from prometheus_client import REGISTRY, CollectorRegistry, make_asgi_app
 from prometheus_client.parser import text_string_to_metric_families
 from servers import SERVER_KINDS, free_port, run_server
@@ -387,3 +387,39 @@ async def test_real_prometheus_fires_on_the_first_failure(tmp_path: Path) -> Non
                 server.kill()
                 await server.wait()
             log.close()
+
+
+@pytest.mark.asyncio
+async def test_prometheus_metrics() -> None:
+    """Diagnosed failures are counted by component, source and delivery; probes feed latency, up/down and check time."""
+    registry = CollectorRegistry()
+    metrics = PrometheusMetrics(registry=registry)
+
+    async def down() -> None:
+        raise ProbeFailed("down")
+
+    probe = CallableProbe("database", Component.DATABASE, down)
+    middleware = DiagnosticsMiddleware(
+        failing(TimeoutError()),
+        settings=DiagSettings(),
+        probes=[probe],
+        listeners=[metrics],
+    )
+    for _ in range(3):
+        await drive(middleware, [CONNECT])
+    diagnoses = registry.get_sample_value(
+        "ws_diag_diagnoses_total", {"component": "database", "source": "probe", "delivered": "true"}
+    )
+    assert diagnoses == 3
+    assert (
+        registry.get_sample_value("ws_diag_diagnosis_closes_total", {"component": "database", "close_code": "4005"})
+        == 3
+    )
+    assert registry.get_sample_value("ws_diag_sessions_closed_total", {"outcome": "diagnosed"}) == 3
+    assert registry.get_sample_value("ws_diag_component_up", {"probe": "database", "component": "database"}) == 0
+    checked = registry.get_sample_value(
+        "ws_diag_probe_last_check_timestamp_seconds", {"probe": "database", "component": "database"}
+    )
+    assert checked is not None
+    assert checked > 0
+    assert registry.get_sample_value("ws_diag_probe_latency_seconds_count", {"probe": "database"}) == 1  # cached

@@ -28,7 +28,7 @@ if str(ROOT) not in sys.path:
 
 from benchmarks import herd  # noqa: E402
 from benchmarks.common import Services  # noqa: E402
-from benchmarks.report import BEGIN, END, render, summary_rows  # noqa: E402
+from benchmarks.report import BEGIN, END, render, summary_rows, update_readme  # noqa: E402
 from benchmarks.runner import SECTIONS, run_sections  # noqa: E402
 
 
@@ -242,11 +242,22 @@ async def test_quick_sections_on_real_servers(
     assert summary_rows(results)
 
 
-def test_readme_has_the_results_block() -> None:
-    text = (ROOT / "benchmarks" / "README.md").read_text()
-    assert BEGIN in text
-    assert END in text
-    assert "python -m benchmarks run" in text
+def test_run_rewrites_only_the_readmes_results_block(tmp_path: Path) -> None:
+    """`python -m benchmarks run` on a copy of benchmarks/README.md replaces its results block, nothing else."""
+    readme = tmp_path / "README.md"
+    original = (ROOT / "benchmarks" / "README.md").read_text()
+    readme.write_text(original)
+    update_readme(readme, "| new | results |\n")
+    updated = readme.read_text()
+    before, _, rest = original.partition(BEGIN)
+    _, _, after = rest.partition(END)
+    assert updated == f"{before}{BEGIN}\n\n| new | results |\n\n{END}{after}"
+    assert "python -m benchmarks run" in updated
+    update_readme(readme, "| new | results |\n")
+    assert readme.read_text() == updated
+    readme.write_text(before + after)
+    with pytest.raises(ValueError, match="has no results block"):
+        update_readme(readme, "| new | results |\n")
 
 
 @pytest.mark.asyncio

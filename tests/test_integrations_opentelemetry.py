@@ -9,6 +9,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 import pytest
+from harness import CONNECT, drive, failing
 from opentelemetry.instrumentation.asgi import OpenTelemetryMiddleware
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
@@ -20,7 +21,7 @@ from websockets.exceptions import ConnectionClosed
 
 from clients import CLIENT_TIMEOUT
 from ws_diag import DiagnosticsMiddleware, DiagSettings, WebSocketComponentError
-from ws_diag.integrations.opentelemetry import EVENT_NAME, SPAN_NAME, OpenTelemetryListener
+from ws_diag.integrations.opentelemetry import EVENT_NAME, SPAN_NAME, OpenTelemetryListener, span_event
 
 pytestmark = pytest.mark.asyncio
 
@@ -212,3 +213,20 @@ async def test_normal_close_and_departure_are_not_errors(
         assert "ws_diag.component" not in span.attributes
     assert not diagnosis_events(list(memory.get_finished_spans()))
     assert not [s for s in memory.get_finished_spans() if s.name == SPAN_NAME]
+
+
+async def test_opentelemetry_span_event_not_per_message() -> None:
+    """With OpenTelemetry's ASGI middleware outside, a diagnosis adds one span event to the connection's span."""
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider()
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    inner = DiagnosticsMiddleware(
+        failing(WebSocketComponentError.database_failure()), settings=DiagSettings(), on_diagnosis=span_event
+    )
+    app = OpenTelemetryMiddleware(inner, tracer_provider=provider)
+    await drive(app, [CONNECT])
+    events = [e for span in exporter.get_finished_spans() for e in span.events if e.name == "ws_diag.diagnosis"]
+    assert len(events) == 1
+    assert events[0].attributes is not None
+    assert events[0].attributes["ws_diag.component"] == "database"
+    assert events[0].attributes["ws_diag.close_code"] == 4005

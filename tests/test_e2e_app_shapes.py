@@ -307,7 +307,7 @@ daphne_app = DiagnosticsMiddleware(close_with_path_code, settings=DiagSettings()
 
 async def test_strict_server_gets_the_apps_own_close_in_the_private_range() -> None:
     """daphne refuses an app's 1008/1012: ws_diag retries as code + 3000 (4008, 4012) instead of daphne's bare 1011."""
-    async with run_daphne("test_fidelity:daphne_app") as daphne:
+    async with run_daphne(f"{__name__}:daphne_app") as daphne:
         seen = {code: await talk(f"{daphne.url}/{code}", ()) for code in (1000, 1008, 1012, 4321)}
         await daphne.await_line(r"server refused close code 1012; closed with 4012 instead")
     assert {code: session.code for code, session in seen.items()} == {1000: 1000, 1008: 4008, 1012: 4012, 4321: 4321}
