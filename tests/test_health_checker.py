@@ -567,6 +567,42 @@ async def test_failure_path_does_not_join_an_earlier_run_started_for_another_rea
     assert (checker.runs, calls) == (2, 2)
 
 
+async def test_an_older_run_finishing_later_does_not_undo_the_failure_verdict() -> None:
+    """A /health run from before the failure, answering after the failure's run: no "recovered" status change and
+    no report hook for its stale readings (metrics would set the component up again)."""
+    clock = Clock()
+    slow_health = asyncio.Event()
+    calls = 0
+
+    async def database() -> None:
+        nonlocal calls
+        calls += 1
+        if calls == 1:  # the /health run's probe: started while the database was up, answers late
+            await slow_health.wait()
+            return
+        raise ConnectionRefusedError(111, "Connection refused")
+
+    changes: list[tuple[str, str]] = []
+    hooked: list[bool] = []
+    checker = HealthChecker(
+        [FakeProbe("database", database)],
+        timeout=NO_HANG,
+        cache_ttl=60,
+        clock=clock,
+        on_status_change=[lambda change: changes.append((change.previous, change.current))],
+        on_report=[lambda report: hooked.append(report.healthy)],
+    )
+    health = asyncio.ensure_future(checker.check())
+    await asyncio.sleep(0)
+    clock.now += 0.1
+    failed = await checker.check(failure_at=checker.now())
+    slow_health.set()
+    assert (await health).healthy  # its callers still get their own run's answer
+    assert changes == [("unknown", "failed")]  # no ("failed", "healthy") from the older readings
+    assert hooked == [False]
+    assert checker.cached() is failed
+
+
 async def test_failure_path_joins_a_run_started_after_the_failure() -> None:
     """A run in flight that started after the failure was seen (a refresh, /health) is joined, not doubled."""
     clock = Clock()

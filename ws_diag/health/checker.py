@@ -13,7 +13,7 @@ from typing import Any
 
 from ..components import ComponentLike
 from ..settings import DiagSettings
-from .outcomes import failure, result, timed
+from .outcomes import failure, result, timed, unjudged
 from .probes.base import Probe, ProbeFailed
 from .report import HealthReport, ProbeResult, ProbeStatus
 from .state import ComponentState, ProbeStates, StatusChange, StatusHook, announce
@@ -141,6 +141,7 @@ class HealthChecker:
         self._cached_started_at = 0.0  # clock time the cached report's run started
         self._inflight: asyncio.Task[HealthReport] | None = None  # the latest run started, if unfinished
         self._inflight_started_at = 0.0
+        self._judged_started_at = float("-inf")  # start of the newest run judged so far
         self._inflight_for_failure = False  # started by check(failure_at=...)
         self._running: set[asyncio.Task[HealthReport]] = set()  # every unfinished run, for aclose()
         self._refresher: asyncio.Task[None] | None = None
@@ -286,7 +287,7 @@ class HealthChecker:
         started_at = self._clock()
         # An empty context: the shared run must not carry the first caller's
         # context variables (request ids, tracing spans) into everyone's report.
-        task = loop.create_task(self._run(self._generation), context=contextvars.Context())
+        task = loop.create_task(self._run(self._generation, started_at), context=contextvars.Context())
         self._inflight, self._inflight_started_at, self._inflight_for_failure = task, started_at, for_failure
         self._running.add(task)
         task.add_done_callback(functools.partial(self._run_done, started_at))
@@ -350,7 +351,7 @@ class HealthChecker:
                 self._cached_at = self._clock()
                 self._cached_started_at = started_at
 
-    async def _run(self, generation: int) -> HealthReport:
+    async def _run(self, generation: int, started_at: float) -> HealthReport:
         self.runs += 1
         started = time.perf_counter()
         checked_at = datetime.now(UTC)
@@ -372,6 +373,10 @@ class HealthChecker:
                 task.add_done_callback(functools.partial(self._straggler_done, name))
         now = self._clock()
         changes: list[StatusChange] = []
+        if started_at < self._judged_started_at:  # older than a run already judged: it may not undo that
+            results = tuple(unjudged(self._result_of(p, tasks.get(p.name)), self._required) for p in self.probes)
+            return HealthReport(results, checked_at, (time.perf_counter() - started) * 1000, generation)
+        self._judged_started_at = started_at
         results = tuple(
             self._judge(self._result_of(probe, tasks.get(probe.name)), now, checked_at, changes)
             for probe in self.probes

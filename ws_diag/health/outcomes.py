@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Mapping
+from dataclasses import replace
 from typing import Any
 
 from ..redaction import describe_exception
@@ -48,3 +49,13 @@ def failure(probe: Probe, latency_ms: float, exc: BaseException, *, required: bo
         error=describe_exception(exc),
         error_type=type(exc).__name__,
     )
+
+
+def unjudged(raw: ProbeResult, required: Mapping[str, bool]) -> ProbeResult:
+    """``raw`` with the checker's ``required`` override and no verdict: for a run older than one already
+    judged (``/health`` finishing after a failure's run), whose readings may not undo that verdict
+    (no failure streak, no status change, no report hook)."""
+    flag = required.get(raw.name, raw.required)
+    if flag == raw.required:
+        return raw
+    return replace(raw, required=flag, status=raw.status if raw.ok else ("failed" if flag else "degraded"))
