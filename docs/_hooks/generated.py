@@ -11,6 +11,7 @@ from what ``ws-diag codes --json`` prints, the frame's schema from the file the 
 from __future__ import annotations
 
 import contextlib
+import html
 import io
 import json
 import re
@@ -27,7 +28,8 @@ MARKER = re.compile(r"^(?P<indent>[ \t]*)<!-- generated: (?P<name>[a-z-]+) -->$"
 
 
 def _cell(text: str) -> str:
-    return text.replace("|", "\\|").replace("\n", " ")
+    # Descriptions are plain text: "Bearer <token>" must not become an HTML tag.
+    return html.escape(text, quote=False).replace("|", "\\|").replace("\n", " ")
 
 
 def _type_name(annotation: Any) -> str:

@@ -165,7 +165,11 @@ class ProbeSettings(BaseModel):
         None, description="When set, a PostgresProbe named 'database' is built from it."
     )
 
-    redis_url: SecretStr | None = Field(None, description="When set, a RedisProbe named 'redis' is built from it.")
+    redis_url: SecretStr | None = Field(
+        None,
+        description="When set, a RedisProbe named 'redis' is built from it: optional (a failure is 'degraded', "
+        "readiness stays 200) unless listed in required_probes.",
+    )
 
     sqlalchemy_url: SecretStr | None = Field(
         None,
