@@ -2,7 +2,7 @@
 
 Loaded by hypercorn in its own process (``trio_apps:app`` or ``trio_apps:refreshing``),
 so every test gets a fresh trio run. The environment says where the test's switch is:
-while the file ``WS_DIAG_TRIO_DOWN`` exists, the database probe (a sync
+while the file ``TRIO_APPS_DOWN`` exists, the database probe (a sync
 ``CallableProbe``, run in its own thread) fails.
 
 Routes: ``/ws/redis`` raises redis-py's ``ConnectionError`` after accept (type rule:
@@ -30,7 +30,7 @@ from ws_diag.probes import CallableProbe, PostgresProbe, RedisProbe
 # ws_diag's lines (INFO and up) on the server's stderr, where the test reads them.
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")
 
-DOWN = Path(os.environ.get("WS_DIAG_TRIO_DOWN", "/nonexistent/ws-diag-trio-down"))
+DOWN = Path(os.environ.get("TRIO_APPS_DOWN", "/nonexistent/ws-diag-trio-down"))
 
 
 def database_up() -> bool:

@@ -300,14 +300,14 @@ async def join(task: Detached[T]) -> T:
 
 async def wait_all(tasks: Iterable[Detached[Any]], seconds: float | None) -> None:
     """Wait until every task is done or ``seconds`` passed, whichever comes first; never raises on time."""
-    pending = [task for task in tasks if not task.done()]
-    if not pending:
+    tasks = list(tasks)
+    if not tasks:
         return
     if library() == ASYNCIO:
-        await asyncio.wait(pending, timeout=seconds)  # type: ignore[type-var]
+        await asyncio.wait(tasks, timeout=seconds)  # type: ignore[type-var]
         return
     with anyio.move_on_after(seconds):
-        for task in pending:
+        for task in tasks:
             if isinstance(task, _TrioTask):
                 await task._event.wait()
 

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from ..._concurrency import call_in_thread
 from ...components import Component, ComponentLike
 
 __all__ = ["CallableProbe", "EnvProbe", "MissingEnvironment", "Probe", "ProbeFailed"]
@@ -44,6 +42,11 @@ class Probe(Protocol):
     async def check(self) -> ProbeDetails:
         """Return when healthy; raise when not."""
         ...
+
+
+# A probe may also say which async libraries its driver runs under (sniffio's names),
+# as ``async_libraries = ("asyncio",)``: under any other (trio) the checker does not run
+# it, logs so once at ERROR, and blames nothing on it. Absent: it runs under any.
 
 
 class ProbeFailed(Exception):
@@ -141,25 +144,8 @@ class CallableProbe:
         if self._thread_busy:
             raise ProbeFailed(f"{self.name}: the previous call has not returned yet")
         self._thread_busy = True
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
 
-        def settle(ok: bool, value: Any) -> None:
-            if not future.done():
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+        def idle() -> None:
+            self._thread_busy = False
 
-        def work() -> None:
-            try:
-                ok, value = True, self._fn()
-            except Exception as exc:
-                ok, value = False, exc
-            finally:
-                self._thread_busy = False
-            with contextlib.suppress(RuntimeError):  # the loop closed while we ran
-                loop.call_soon_threadsafe(settle, ok, value)
-
-        threading.Thread(target=work, name=f"ws_diag-probe-{self.name}", daemon=True).start()
-        return await future
+        return await call_in_thread(self._fn, name=f"ws_diag-probe-{self.name}", finally_=idle)
