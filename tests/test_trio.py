@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import signal
 import subprocess
@@ -21,14 +22,17 @@ import sys
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
+import sniffio
 from servers import free_port
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
 
 from clients import CLIENT_TIMEOUT, Session, talk
+from ws_diag import DiagnosticsMiddleware
 
 pytestmark = pytest.mark.asyncio
 
@@ -226,3 +230,34 @@ async def test_graceful_stop_sends_service_restart(tmp_path: Path) -> None:
     assert session.frame["source"] == "shutdown"
     assert [line for line in lines if "service restart: session closed with 1012" in line], lines
     assert not [line for line in lines if "diagnosis:" in line], lines
+
+
+async def test_an_unsupported_library_passes_everything_through(caplog: pytest.LogCaptureFixture) -> None:
+    """Under a library that is neither asyncio nor trio: no frame, the app's own exception, one ERROR line."""
+    sent: list[dict[str, object]] = []
+
+    async def app(scope: dict[str, object], receive: object, send: Any) -> None:
+        await send({"type": "websocket.accept"})
+        raise RuntimeError("handler failed")
+
+    async def receive() -> dict[str, object]:
+        return {"type": "websocket.connect"}
+
+    async def send(message: dict[str, object]) -> None:
+        sent.append(message)
+
+    middleware = DiagnosticsMiddleware(app, settings={"health_path": "/health"})
+    token = sniffio.current_async_library_cvar.set("curio")
+    try:
+        with caplog.at_level(logging.ERROR, logger="ws_diag"):
+            for _ in range(2):
+                with pytest.raises(RuntimeError, match="handler failed"):
+                    await middleware({"type": "websocket", "path": "/ws", "headers": []}, receive, send)
+    finally:
+        sniffio.current_async_library_cvar.reset(token)
+    assert sent == [{"type": "websocket.accept"}] * 2
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert errors == [
+        "ws_diag cannot run here (ws_diag runs under asyncio or trio, not 'curio'): every connection "
+        "passes through unwatched"
+    ]
