@@ -59,6 +59,23 @@ class AsyncioOnlyProbe(FakeProbe):
         raise ConnectionRefusedError(111, "refused")
 
 
+class OddBaseException(BaseException):
+    """Not an Exception: the checker must still contain it."""
+
+
+async def test_a_probe_raising_a_base_exception_is_a_failed_result(anyio_backend: str) -> None:
+    """A probe raising a BaseException that is not cancellation fails its result; the run (and trio) go on."""
+
+    async def odd() -> None:
+        raise OddBaseException
+
+    checker = HealthChecker([FakeProbe("database", odd), FakeProbe("redis", component=Component.REDIS)])
+    report = await checker.check()
+    assert (report.results[0].status, report.results[0].error_type) == ("failed", "OddBaseException")
+    assert report.results[1].ok
+    await checker.aclose()
+
+
 async def test_single_flight_and_a_callers_deadline(anyio_backend: str) -> None:
     """Concurrent callers share one run; a caller that gives up does not cancel it for the others."""
     gate = anyio.Event()

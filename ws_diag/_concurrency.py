@@ -204,6 +204,11 @@ class _TrioTask(Generic[T]):
                 self._done = True
         except Exception as exc:
             self._error, self._done = exc, True
+        except BaseException as exc:
+            # Kept like asyncio keeps it, but for the run's own cancellation and what asyncio re-raises too.
+            if isinstance(exc, KeyboardInterrupt | SystemExit) or is_cancellation(exc):
+                raise
+            self._error, self._done = exc, True
         finally:
             if not self._done:  # cancelled: by cancel(), or the run is ending (then it propagates)
                 self._done = self._cancelled = True
