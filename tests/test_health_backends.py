@@ -19,7 +19,7 @@ import pytest
 
 from ws_diag import Component
 from ws_diag.health import HealthChecker
-from ws_diag.probes import CallableProbe
+from ws_diag.health.probes import CallableProbe
 
 pytestmark = pytest.mark.anyio
 

@@ -25,7 +25,7 @@ from starlette.routing import WebSocketRoute
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
 from ws_diag import Component, DiagnosticsMiddleware
-from ws_diag.probes import CallableProbe, PostgresProbe, RedisProbe
+from ws_diag.health.probes import CallableProbe, PostgresProbe, RedisProbe
 
 # ws_diag's lines (INFO and up) on the server's stderr, where the test reads them.
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s %(message)s")

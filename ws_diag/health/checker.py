@@ -13,7 +13,7 @@ from .. import _concurrency as cc
 from ..components import ComponentLike
 from ..settings import DiagSettings
 from .outcomes import failure, result, timed, unjudged
-from .probes.base import Probe, ProbeFailed
+from .probes.base import Probe, ProbeFailed, runnable_under
 from .report import HealthReport, ProbeResult, ProbeStatus
 from .state import ComponentState, ProbeStates, StatusChange, StatusHook, announce
 
@@ -291,11 +291,7 @@ class HealthChecker:
         return task
 
     def start(self) -> None:
-        """Start background refreshing in the running loop (idempotent; restarts in a new loop).
-
-        Raises:
-            ws_diag._concurrency.UnsupportedLibrary: the running library is neither asyncio nor trio.
-        """
+        """Start background refreshing in the running loop (idempotent; restarts in a new loop)."""
         if self.refresh_interval is None:
             return
         loop = cc.current_loop()
@@ -339,31 +335,10 @@ class HealthChecker:
             await cc.sleep(self.refresh_interval)
 
     def _runnable_now(self) -> tuple[Probe, ...]:
-        """The probes that can run under the running async library (asyncpg cannot under trio).
-
-        A probe that names the libraries it runs under (``async_libraries``) and not
-        this one is left out of every report, with one ERROR line per checker: it is
-        not checked, and no failure is blamed on it.
-        """
+        """The probes that run under the running async library (see :func:`.probes.base.runnable_under`)."""
         name = cc.library()
-        probes = self._runnable.get(name)
-        if probes is None:
-            kept = []
-            for probe in self.probes:
-                libraries = getattr(probe, "async_libraries", None)
-                if libraries is None or name in libraries:
-                    kept.append(probe)
-                    continue
-                logger.error(
-                    "probe %r (%s) needs %s; this app runs under %s: the probe is not run, "
-                    "its component is not checked and no failure is blamed on it",
-                    probe.name,
-                    type(probe).__name__,
-                    " or ".join(libraries),
-                    name,
-                    extra={"ws_diag_event": "probe_unsupported", "probe": probe.name},
-                )
-            probes = self._runnable[name] = tuple(kept)
+        if (probes := self._runnable.get(name)) is None:
+            probes = self._runnable[name] = runnable_under(self.probes, name)
         return probes
 
     def _run_done(self, started_at: float, task: cc.Detached[HealthReport]) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
@@ -10,7 +11,9 @@ from typing import Any, Protocol, runtime_checkable
 from ..._concurrency import call_in_thread
 from ...components import Component, ComponentLike
 
-__all__ = ["CallableProbe", "EnvProbe", "MissingEnvironment", "Probe", "ProbeFailed"]
+__all__ = ["CallableProbe", "EnvProbe", "MissingEnvironment", "Probe", "ProbeFailed", "runnable_under"]
+
+logger = logging.getLogger("ws_diag.health")
 
 ProbeDetails = Mapping[str, Any] | None
 
@@ -44,9 +47,30 @@ class Probe(Protocol):
         ...
 
 
-# A probe may also say which async libraries its driver runs under (sniffio's names),
-# as ``async_libraries = ("asyncio",)``: under any other (trio) the checker does not run
-# it, logs so once at ERROR, and blames nothing on it. Absent: it runs under any.
+def runnable_under(probes: Iterable[Probe], library: str) -> tuple[Probe, ...]:
+    """The probes that can run under the async ``library`` (sniffio's name: asyncpg cannot under trio).
+
+    A probe may say which libraries its driver runs under, as ``async_libraries =
+    ("asyncio",)``; without it, it runs under any. One left out here is left out of
+    every report (the checker asks once per library), with one ERROR line: it is not
+    checked, and no failure is blamed on it.
+    """
+    kept = []
+    for probe in probes:
+        libraries = getattr(probe, "async_libraries", None)
+        if libraries is None or library in libraries:
+            kept.append(probe)
+            continue
+        logger.error(
+            "probe %r (%s) needs %s; this app runs under %s: the probe is not run, "
+            "its component is not checked and no failure is blamed on it",
+            probe.name,
+            type(probe).__name__,
+            " or ".join(libraries),
+            library,
+            extra={"ws_diag_event": "probe_unsupported", "probe": probe.name},
+        )
+    return tuple(kept)
 
 
 class ProbeFailed(Exception):
