@@ -73,25 +73,25 @@ class RunCancelled(Exception):
 def library() -> str:
     """The async library running the current task: ``"asyncio"`` or ``"trio"``.
 
+    sniffio's answer, read the way sniffio reads it (trio names itself in sniffio's
+    thread-local, trio-asyncio in its context variable; else a running asyncio loop),
+    without its per-call import: this runs on every failure and health check.
+
     Raises:
-        UnsupportedLibrary: another library, or none detected (sniffio's answer).
+        UnsupportedLibrary: another library, or none detected.
     """
-    if sniffio is None:
+    name = None if sniffio is None else (sniffio.thread_local.name or sniffio.current_async_library_cvar.get())
+    if name is None:
         try:
             asyncio.get_running_loop()
         except RuntimeError as exc:
-            msg = "no async library detected; ws_diag runs under asyncio or trio"
+            msg = "no async library detected (sniffio); ws_diag runs under asyncio or trio"
             raise UnsupportedLibrary(msg) from exc
         return ASYNCIO
-    try:
-        name: str = sniffio.current_async_library()
-    except sniffio.AsyncLibraryNotFoundError as exc:
-        msg = "no async library detected (sniffio); ws_diag runs under asyncio or trio"
-        raise UnsupportedLibrary(msg) from exc
     if name not in SUPPORTED:
         msg = f"ws_diag runs under asyncio or trio, not {name!r}"
         raise UnsupportedLibrary(msg)
-    return name
+    return str(name)
 
 
 def current_loop() -> object:
