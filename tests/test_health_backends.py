@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import http.server
 import logging
 import threading
 from typing import Any
@@ -20,6 +21,7 @@ import pytest
 from ws_diag import Component
 from ws_diag.health import HealthChecker
 from ws_diag.health.probes import CallableProbe
+from ws_diag.health.probes.http import HttpProbe
 
 pytestmark = pytest.mark.anyio
 
@@ -212,4 +214,33 @@ async def test_asyncio_only_probes(anyio_backend: str, caplog: pytest.LogCapture
             "probe 'postgres' (AsyncioOnlyProbe) needs asyncio; this app runs under trio: the probe is not run, "
             "its component is not checked and no failure is blamed on it"
         ]
+    await checker.aclose()
+
+
+class _Ok(http.server.BaseHTTPRequestHandler):
+    def do_GET(self) -> None:
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+async def test_http_probe_runs_under_both(anyio_backend: str) -> None:
+    """HttpProbe (httpx is anyio) runs under trio as under asyncio: healthy on a 200, failed when refused."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Ok)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}/health"
+        up = HttpProbe(url, name="api", required=True)
+        down = HttpProbe("http://127.0.0.1:9/health", name="gone", required=True)
+        checker = HealthChecker([up, down], timeout=NO_HANG, cache_ttl=0)
+        report = await checker.check()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert [(r.name, r.status) for r in report.results] == [("api", "healthy"), ("gone", "failed")]
+    assert report.results[1].error_type == "ConnectError"
     await checker.aclose()
