@@ -197,22 +197,31 @@ async def test_background_refresh_runs_and_stops(anyio_backend: str) -> None:
 async def test_asyncio_only_probes(anyio_backend: str, caplog: pytest.LogCaptureFixture) -> None:
     """An asyncio-only probe runs under asyncio; under trio it is left out (one ERROR line) and blamed for nothing."""
     probe = AsyncioOnlyProbe("postgres")
-    checker = HealthChecker([probe, FakeProbe("queue", component=Component.DEPENDENCY)], cache_ttl=0)
+    calls: list[str] = []
+
+    async def asyncio_driver() -> None:
+        calls.append("called")
+        await asyncio.sleep(0)  # fails under trio: the probe must not run there
+
+    declared = CallableProbe("cache", Component.REDIS, asyncio_driver, async_libraries=("asyncio",), required=False)
+    checker = HealthChecker([probe, declared, FakeProbe("queue", component=Component.DEPENDENCY)], cache_ttl=0)
     with caplog.at_level(logging.ERROR, logger="ws_diag.health"):
         reports = [await checker.check(failure_at=checker.now()) for _ in range(3)]
     said = [r.getMessage() for r in caplog.records if r.name == "ws_diag.health" and r.levelno == logging.ERROR]
     if anyio_backend == "asyncio":
-        assert probe.calls == 3
+        assert (probe.calls, len(calls)) == (3, 3)
         assert reports[-1].culprit() is not None
         assert said == []
     else:
-        assert probe.calls == 0
+        assert (probe.calls, len(calls)) == (0, 0)
         assert [r.name for r in reports[-1].results] == ["queue"]
         assert reports[-1].healthy
         assert reports[-1].culprit() is None
         assert said == [
             "probe 'postgres' (AsyncioOnlyProbe) needs asyncio; this app runs under trio: the probe is not run, "
-            "its component is not checked and no failure is blamed on it"
+            "its component is not checked and no failure is blamed on it",
+            "probe 'cache' (CallableProbe) needs asyncio; this app runs under trio: the probe is not run, "
+            "its component is not checked and no failure is blamed on it",
         ]
     await checker.aclose()
 

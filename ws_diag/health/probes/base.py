@@ -131,6 +131,9 @@ class CallableProbe:
         component: the component a failure points at.
         fn: the check.
         required: whether a failure makes the service unhealthy.
+        async_libraries: the async libraries an async ``fn`` runs under (``("asyncio",)`` for
+            one that awaits an asyncio-only driver): under any other it is not run (see
+            :func:`runnable_under`). ``None`` (default): any.
     """
 
     def __init__(
@@ -140,10 +143,12 @@ class CallableProbe:
         fn: Callable[[], Any],
         *,
         required: bool = True,
+        async_libraries: tuple[str, ...] | None = None,
     ) -> None:
         self.name = name
         self.component = component
         self.required = required
+        self.async_libraries = async_libraries
         self._fn = fn
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - an instance with an async __call__
