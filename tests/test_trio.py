@@ -26,6 +26,7 @@ from typing import Any
 
 import httpx
 import pytest
+import redis.exceptions
 import sniffio
 from servers import free_port
 from websockets.asyncio.client import connect
@@ -33,8 +34,6 @@ from websockets.exceptions import ConnectionClosed
 
 from clients import CLIENT_TIMEOUT, Session, talk
 from ws_diag import DiagnosticsMiddleware
-
-pytestmark = pytest.mark.asyncio
 
 TESTS = Path(__file__).parent
 STARTUP_S = 30.0
@@ -119,6 +118,7 @@ def _no_fallback(server: TrioServer) -> None:
     assert not [line for line in lines if "could not diagnose" in line or "no running event loop" in line], lines
 
 
+@pytest.mark.asyncio
 async def test_exception_type_gives_frame_and_code(tmp_path: Path) -> None:
     """A redis ConnectionError after accept: the Redis frame and 4007 under trio."""
     async with hypercorn_trio(tmp_path) as server:
@@ -129,6 +129,7 @@ async def test_exception_type_gives_frame_and_code(tmp_path: Path) -> None:
     assert session.frame["source"] == "exception"
 
 
+@pytest.mark.asyncio
 async def test_probe_names_the_component(tmp_path: Path) -> None:
     """A plain RuntimeError while the (threaded) database probe fails: 4005 from the probe."""
     async with hypercorn_trio(tmp_path) as server:
@@ -140,6 +141,7 @@ async def test_probe_names_the_component(tmp_path: Path) -> None:
     assert session.frame["source"] == "probe"
 
 
+@pytest.mark.asyncio
 async def test_nothing_to_blame_gives_generic(tmp_path: Path) -> None:
     """A plain RuntimeError with every probe healthy: a Generic frame and 1011, not hypercorn's bare 1011."""
     async with hypercorn_trio(tmp_path) as server:
@@ -149,6 +151,7 @@ async def test_nothing_to_blame_gives_generic(tmp_path: Path) -> None:
     assert session.frame["component"] == "Generic Internal"
 
 
+@pytest.mark.asyncio
 async def test_health_and_readiness_answer(tmp_path: Path) -> None:
     """/health and /ready answer 200 while healthy and 503 while the database probe fails; /live stays 200."""
     async with hypercorn_trio(tmp_path) as server, httpx.AsyncClient(base_url=server.http, timeout=10) as http:
@@ -161,6 +164,7 @@ async def test_health_and_readiness_answer(tmp_path: Path) -> None:
     assert sick.json()["failed_components"] == ["database"]
 
 
+@pytest.mark.asyncio
 async def test_asyncio_only_probes_are_skipped_with_one_error_line(tmp_path: Path) -> None:
     """asyncpg and redis-py probes are not run under trio: one ERROR line each, and readiness stays 200."""
     async with hypercorn_trio(tmp_path) as server, httpx.AsyncClient(base_url=server.http, timeout=10) as http:
@@ -172,6 +176,7 @@ async def test_asyncio_only_probes_are_skipped_with_one_error_line(tmp_path: Pat
         assert len(said) == 1, lines
 
 
+@pytest.mark.asyncio
 async def test_refresh_interval_keeps_healthy_requests_healthy(tmp_path: Path) -> None:
     """With refresh_interval set, handshakes, messages and HTTP answer normally; the refresh sees an outage."""
     async with hypercorn_trio(tmp_path, "trio_apps:refreshing") as server:
@@ -193,6 +198,7 @@ async def test_refresh_interval_keeps_healthy_requests_healthy(tmp_path: Path) -
     assert not [line for line in lines if "health refresh" in line or "health check failed" in line], lines
 
 
+@pytest.mark.asyncio
 async def test_app_returning_closes_1000(tmp_path: Path) -> None:
     """An app that returns after accept without closing: the client gets 1000, not hypercorn's 1011."""
     async with hypercorn_trio(tmp_path) as server:
@@ -215,6 +221,7 @@ async def _hold(url: str, live: asyncio.Event) -> Session:
         return Session(messages, ws.close_code, ws.close_reason)
 
 
+@pytest.mark.asyncio
 async def test_graceful_stop_sends_service_restart(tmp_path: Path) -> None:
     """SIGTERM: after the graceful timeout trio cancels the session; the client gets the restart frame and 1012."""
     async with hypercorn_trio(tmp_path) as server:
@@ -232,6 +239,7 @@ async def test_graceful_stop_sends_service_restart(tmp_path: Path) -> None:
     assert not [line for line in lines if "diagnosis:" in line], lines
 
 
+@pytest.mark.asyncio
 async def test_an_unsupported_library_passes_everything_through(caplog: pytest.LogCaptureFixture) -> None:
     """Under a library that is neither asyncio nor trio: no frame, the app's own exception, one ERROR line."""
     sent: list[dict[str, object]] = []
@@ -261,3 +269,23 @@ async def test_an_unsupported_library_passes_everything_through(caplog: pytest.L
         "ws_diag cannot run here (ws_diag runs under asyncio or trio, not 'curio'): every connection "
         "passes through unwatched"
     ]
+
+
+def test_starlette_test_client_on_trio() -> None:
+    """Starlette's TestClient with backend="trio" (an anyio host on trio): the Redis frame and 4007 reach the test."""
+    from starlette.applications import Starlette
+    from starlette.routing import WebSocketRoute
+    from starlette.testclient import TestClient
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+
+    async def live_prices(websocket: WebSocket) -> None:
+        await websocket.accept()
+        raise redis.exceptions.ConnectionError("Error 111 connecting to localhost:6379. Connection refused.")
+
+    app = DiagnosticsMiddleware(Starlette(routes=[WebSocketRoute("/ws", live_prices)]), settings={"reraise": False})
+    with TestClient(app, backend="trio") as client, client.websocket_connect("/ws") as ws:
+        frame = ws.receive_json()
+        with pytest.raises(WebSocketDisconnect) as closed:
+            ws.receive_text()
+    assert closed.value.code == 4007
+    assert frame["error"]["component"] == "Redis"

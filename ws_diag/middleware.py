@@ -197,12 +197,7 @@ class DiagnosticsMiddleware:
             del scope[SCOPE_KEY]  # no scope <-> Connection cycle left for the garbage collector
 
     def _prepared(self) -> bool:
-        """Once: whether ws_diag can run under this async library; while refreshing: start it in this loop.
-
-        Under a library that is neither asyncio nor trio ws_diag passes everything through
-        unwatched, with one ERROR line: it never turns a healthy request into an error.
-        A refresh that cannot start is logged once and left off.
-        """
+        """Once: can ws_diag run under this loop (else all passes through, one ERROR line); refreshing: start it."""
         if self._unsupported:
             return False
         if not self._library_checked:
@@ -210,22 +205,16 @@ class DiagnosticsMiddleware:
                 cc.library()
             except cc.UnsupportedLibrary as err:
                 self._unsupported = True
-                logger.error(
-                    "ws_diag cannot run here (%s): every connection passes through unwatched",
-                    err,
-                    extra={"ws_diag_event": "unsupported_library"},
-                )
+                msg = "ws_diag cannot run here (%s): every connection passes through unwatched"
+                logger.error(msg, err, extra={"ws_diag_event": "unsupported_library"})
                 return False
-            self._library_checked = True
-            self._prepare = self._refresh
+            self._library_checked, self._prepare = True, self._refresh
         if self._refresh:
             try:
                 self.checker.start()  # cheap when running; follows the app into a new event loop
-            except Exception as err:
+            except Exception as err:  # never turns a healthy request into an error
                 self._refresh = self._prepare = False
-                log_own_error(
-                    "ws_diag could not start the background health refresh; running without it", err, "refresh_failed"
-                )
+                log_own_error("ws_diag could not start the health refresh; going on without it", err, "refresh_failed")
         return True
 
     def _pass_through(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
