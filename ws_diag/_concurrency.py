@@ -32,6 +32,9 @@ try:
 except ImportError:  # anyio no longer needs it; trio does, so with trio installed it is there
     sniffio = None  # type: ignore[assignment]
 
+_local = None if sniffio is None else sniffio.thread_local  # trio names itself here
+_cvar = None if sniffio is None else sniffio.current_async_library_cvar  # trio-asyncio here
+
 if TYPE_CHECKING:
     from contextlib import AbstractAsyncContextManager, AbstractContextManager
 
@@ -134,10 +137,9 @@ def timeout(seconds: float | None) -> AbstractAsyncContextManager[object]:
     Under asyncio: ``asyncio.timeout`` itself, chosen in ~0.1 us (a session that returns
     without closing costs one: the closing 1000).
     """
-    name = _named_library()
-    if name is None or name == ASYNCIO:
+    if _local is None or (_local.name is None and _cvar.get() is None):  # inlined _named_library(): ~60 ns less
         return asyncio.timeout(seconds)
-    return _FailAfter(seconds)
+    return asyncio.timeout(seconds) if _named_library() == ASYNCIO else _FailAfter(seconds)
 
 
 def shielded() -> AbstractContextManager[object]:
