@@ -334,12 +334,10 @@ class HealthChecker:
                 logger.exception("background health check failed", extra={"ws_diag_event": "refresh_failed"})
             await cc.sleep(self.refresh_interval)
 
-    def _runnable_now(self) -> tuple[Probe, ...]:
-        """The probes that run under the running async library (see :func:`.probes.base.runnable_under`)."""
-        name = cc.library()
-        if (probes := self._runnable.get(name)) is None:
-            probes = self._runnable[name] = runnable_under(self.probes, name)
-        return probes
+    def _runnable_now(self) -> tuple[Probe, ...]:  # asyncpg cannot run under trio: see runnable_under
+        if (name := cc.library()) not in self._runnable:
+            self._runnable[name] = runnable_under(self.probes, name)
+        return self._runnable[name]
 
     def _run_done(self, started_at: float, task: cc.Detached[HealthReport]) -> None:
         self._running.discard(task)
