@@ -5,10 +5,10 @@ Nothing here runs on the message path.
 
 from __future__ import annotations
 
-import asyncio
 import enum
 import logging
 
+from . import _concurrency as cc
 from ._types import Message, Send
 from .wire.closecodes import (
     CLOSE_INTERNAL_ERROR,
@@ -109,7 +109,7 @@ async def deliver(send: Send, messages: list[Message], send_timeout: float) -> t
     pending = list(messages)
     sent: Message | None = None
     try:
-        async with asyncio.timeout(send_timeout):
+        async with cc.timeout(send_timeout):
             while pending:
                 if sent is None:
                     # A refusal of the first message says nothing about close codes:
@@ -144,7 +144,7 @@ async def deliver(send: Send, messages: list[Message], send_timeout: float) -> t
 async def _last_resort(send: Send, close: Message, send_timeout: float) -> Message | None:
     """One more bounded attempt at a close; returns it as sent, if it went."""
     try:
-        async with asyncio.timeout(send_timeout):
+        async with cc.timeout(send_timeout):
             return await send_close(send, close)
     except Exception:
         logger.warning("the close could not be delivered either", extra={"ws_diag_event": "send_timeout"})

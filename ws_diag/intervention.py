@@ -7,12 +7,12 @@ Nothing here runs on the message path.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import time
 from dataclasses import dataclass
 
+from . import _concurrency as cc
 from ._types import Message, Scope, Send
 from .attribution import Diagnoser
 from .components import SERVICE_RESTART
@@ -104,7 +104,7 @@ class Responder:
         started = time.perf_counter()
         diagnosis: Diagnosis | None = None
         try:
-            async with asyncio.timeout(self._backstop):
+            async with cc.timeout(self._backstop):
                 diagnosis = await self._diagnose(exc, app_close, failure_at)
             diagnosis = self._with_request_id(diagnosis, scope)
             messages = self._messages(scope, diagnosis, accepted)

@@ -27,7 +27,6 @@ message, and nothing at all without listeners.
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import logging
 import time
@@ -35,6 +34,7 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
+from . import _concurrency as cc
 from ._types import Scope
 from .diagnosis import Diagnosis
 from .logs import LogEvent
@@ -303,7 +303,7 @@ class Lifecycle:
             try:
                 result = listener.diagnosed(connection, event)
                 if inspect.isawaitable(result):
-                    async with asyncio.timeout(self.hook_timeout):
+                    async with cc.timeout(self.hook_timeout):
                         await result
             except Exception as err:
                 _log_failure(listener, "diagnosed", err)

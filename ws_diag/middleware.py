@@ -10,12 +10,12 @@ closure; integrations follow it through lifecycle events, never per message.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import sys
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
+from . import _concurrency as cc
 from ._types import ASGIApp, Message, Receive, Scope, Send
 from .attribution import Diagnoser
 from .classify import Classifier
@@ -147,13 +147,16 @@ class DiagnosticsMiddleware:
         self._reraise = settings.reraise
         self._log_client = settings.log_client_address
         self._refresh = checker.refresh_interval is not None and bool(checker.probes)
+        # Work before a call: checking the async library (the first call), starting the refresh.
+        self._prepare = True
+        self._library_checked = False
+        self._unsupported = False  # not asyncio, not trio: everything passes through unwatched
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:  # noqa: C901 - one coroutine per connection (below)
-        if self._refresh:
-            self.checker.start()  # cheap when running; follows the app into a new event loop
-        if scope["type"] != "websocket" or SCOPE_KEY in scope:
-            # Not a websocket, or an outer ws_diag layer watches it. The websocket path below
-            # stays in this coroutine: another coroutine frame would cost ~400 B per connection.
+        if (self._prepare and not self._prepared()) or scope["type"] != "websocket" or SCOPE_KEY in scope:
+            # Not a websocket, an outer ws_diag layer watches it, or ws_diag cannot run here.
+            # The websocket path below stays in this coroutine: another coroutine frame
+            # would cost ~400 B per connection.
             await self._pass_through(scope, receive, send)
             return
         # A connection costs one small state object and one closure: the send wrapper.
@@ -179,8 +182,9 @@ class DiagnosticsMiddleware:
         except Exception as exc:
             if await self._on_exception(state, send, exc):
                 raise
-        except asyncio.CancelledError:
-            await self._on_cancelled(state, send)
+        except BaseException as exc:  # asyncio's CancelledError, trio's Cancelled, KeyboardInterrupt, ...
+            if cc.is_cancellation(exc):
+                await self._on_cancelled(state, send)
             raise
         else:
             if state.accepted and not (state.finished or state.gone):
@@ -192,11 +196,33 @@ class DiagnosticsMiddleware:
                 self.lifecycle.closed(state)
             del scope[SCOPE_KEY]  # no scope <-> Connection cycle left for the garbage collector
 
+    def _prepared(self) -> bool:
+        """Once: can ws_diag run under this loop (else all passes through, one ERROR line); refreshing: start it."""
+        if self._unsupported:
+            return False
+        if not self._library_checked:
+            try:
+                cc.library()
+            except cc.UnsupportedLibrary as err:
+                self._unsupported = True
+                msg = "ws_diag cannot run here (%s): every connection passes through unwatched"
+                logger.error(msg, err, extra={"ws_diag_event": "unsupported_library"})
+                return False
+            self._library_checked, self._prepare = True, self._refresh
+        if self._refresh:
+            try:
+                self.checker.start()  # cheap when running; follows the app into a new event loop
+            except Exception as err:  # never turns a healthy request into an error
+                self._refresh = self._prepare = False
+                log_own_error("ws_diag could not start the health refresh; going on without it", err, "refresh_failed")
+        return True
+
     def _pass_through(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         """HTTP (the health routes, else the app), lifespan, and websockets an outer layer watches."""
         if (
             self._health_routes
             and scope["type"] == "http"
+            and not self._unsupported
             and (route := self._health_routes.get(scope.get("path", "")))
         ):
             return route(scope, receive, send, self.checker, self.settings)
@@ -258,7 +284,9 @@ class DiagnosticsMiddleware:
         """
         if state.accepted and not (state.finished or state.gone):
             state.finished = True
-            if await self.responder.restart(state.scope, send):
+            with cc.shielded():  # trio cancels again at every await; the restart is bounded by send_timeout
+                restarted = await self.responder.restart(state.scope, send)
+            if restarted:
                 state.outcome = "restart"
             else:
                 self._mark_gone(state)  # refused or too slow: nobody left to tell
@@ -275,7 +303,7 @@ class DiagnosticsMiddleware:
         state.finished = True
         refused: type[Exception] | None = None  # the type only: no frame <-> traceback cycle
         try:
-            async with asyncio.timeout(self.settings.send_timeout):
+            async with cc.timeout(self.settings.send_timeout):
                 try:
                     await send({"type": "websocket.close", "code": CLOSE_NORMAL, "reason": ""})
                 except Exception as err:
@@ -283,8 +311,6 @@ class DiagnosticsMiddleware:
         except TimeoutError:
             logger.debug("client too slow for the closing 1000", extra={"ws_diag_event": "send_timeout"})
             return
-        except RuntimeError:
-            return  # no asyncio event loop (hypercorn's trio worker): the server closes, as without ws_diag
         if refused is not None:
             logger.debug(
                 "client gone: the server refused the close after the app returned (%s)",

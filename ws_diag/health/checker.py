@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextvars
 import functools
 import logging
 import time
@@ -11,10 +9,11 @@ from collections.abc import Callable, Iterable
 from datetime import UTC, datetime
 from typing import Any
 
+from .. import _concurrency as cc
 from ..components import ComponentLike
 from ..settings import DiagSettings
 from .outcomes import failure, result, timed, unjudged
-from .probes.base import Probe, ProbeFailed
+from .probes.base import Probe, ProbeFailed, runnable_under
 from .report import HealthReport, ProbeResult, ProbeStatus
 from .state import ComponentState, ProbeStates, StatusChange, StatusHook, announce
 
@@ -139,14 +138,15 @@ class HealthChecker:
         self._cached: HealthReport | None = None
         self._cached_at = 0.0
         self._cached_started_at = 0.0  # clock time the cached report's run started
-        self._inflight: asyncio.Task[HealthReport] | None = None  # the latest run started, if unfinished
+        self._inflight: cc.Detached[HealthReport] | None = None  # the latest run started, if unfinished
         self._inflight_started_at = 0.0
         self._judged_started_at = float("-inf")  # start of the newest run judged so far
         self._inflight_for_failure = False  # started by check(failure_at=...)
-        self._running: set[asyncio.Task[HealthReport]] = set()  # every unfinished run, for aclose()
-        self._refresher: asyncio.Task[None] | None = None
+        self._running: set[cc.Detached[HealthReport]] = set()  # every unfinished run, for aclose()
+        self._refresher: cc.Detached[None] | None = None
         self._next_refresh_at: float | None = None  # clock time of the next background run
-        self._stragglers: dict[str, set[asyncio.Task[Any]]] = {}
+        self._stragglers: dict[str, set[cc.Detached[Any]]] = {}
+        self._runnable: dict[str, tuple[Probe, ...]] = {}  # by async library: the probes that run under it
 
     @classmethod
     def from_settings(
@@ -258,23 +258,20 @@ class HealthChecker:
         """
         if not fresh and (report := self._cached_for(failure_at)) is not None:
             return report
-        loop = asyncio.get_running_loop()
+        loop = cc.current_loop()
         task = self._inflight
         if (
             task is None
             or task.get_loop() is not loop
             or (failure_at is not None and not self._inflight_for_failure and self._inflight_started_at < failure_at)
         ):
-            task = self._start_run(loop, for_failure=failure_at is not None)
+            task = self._start_run(for_failure=failure_at is not None)
         try:
             # A caller that gives up (its own deadline) must not cancel the shared run.
-            return await asyncio.shield(task)
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if task.cancelled() and current is not None and current.cancelling() == 0:
-                # The shared run was cancelled, not this caller: answer, do not raise.
-                return self._cancelled_report()
-            raise
+            return await cc.join(task)
+        except cc.RunCancelled:
+            # The shared run was cancelled, not this caller: answer, do not raise.
+            return self._cancelled_report()
 
     def _cached_for(self, failure_at: float | None) -> HealthReport | None:
         """The cached report if fresh and, on the failure path, taken after the failure or failing."""
@@ -283,11 +280,11 @@ class HealthChecker:
             return report
         return None
 
-    def _start_run(self, loop: asyncio.AbstractEventLoop, *, for_failure: bool) -> asyncio.Task[HealthReport]:
+    def _start_run(self, *, for_failure: bool) -> cc.Detached[HealthReport]:
         started_at = self._clock()
-        # An empty context: the shared run must not carry the first caller's
+        # Detached, in an empty context: the shared run must not carry the first caller's
         # context variables (request ids, tracing spans) into everyone's report.
-        task = loop.create_task(self._run(self._generation, started_at), context=contextvars.Context())
+        task = cc.spawn(self._run, self._generation, started_at, name="ws_diag health check")
         self._inflight, self._inflight_started_at, self._inflight_for_failure = task, started_at, for_failure
         self._running.add(task)
         task.add_done_callback(functools.partial(self._run_done, started_at))
@@ -297,32 +294,32 @@ class HealthChecker:
         """Start background refreshing in the running loop (idempotent; restarts in a new loop)."""
         if self.refresh_interval is None:
             return
-        loop = asyncio.get_running_loop()
+        loop = cc.current_loop()
         refresher = self._refresher
         if refresher is not None and not refresher.done() and refresher.get_loop() is loop:
             return
-        self._refresher = loop.create_task(self._refresh_forever(), context=contextvars.Context())
+        self._refresher = cc.spawn(self._refresh_forever, name="ws_diag health refresh")
 
     async def aclose(self) -> None:
         """Stop background refreshing; let a run in flight finish (it is bounded); cancel abandoned probes."""
-        waits: list[asyncio.Future[Any]] = []
+        waits: list[cc.Detached[Any]] = []
         if self._refresher is not None and not self._refresher.done():
             self._refresher.cancel()
             waits.append(self._refresher)
-        loop = asyncio.get_running_loop()
+        loop = cc.current_loop()
         waits.extend(t for t in self._running if t.get_loop() is loop)  # their waiters get their report
         for tasks in self._stragglers.values():
             for task in tasks:
                 task.cancel()
                 waits.append(task)
         if waits:
-            await asyncio.wait(waits, timeout=self.timeout * 2)
+            await cc.wait_all(waits, self.timeout * 2)
 
     def _cancelled_report(self) -> HealthReport:
         cancelled = ProbeFailed("health check was cancelled")
         results = tuple(
             failure(probe, 0.0, cancelled, required=self._required.get(probe.name, probe.required))
-            for probe in self.probes
+            for probe in self._runnable_now()
         )
         return HealthReport(results, datetime.now(UTC), 0.0)
 
@@ -335,9 +332,14 @@ class HealthChecker:
                 await self.check(fresh=True)
             except Exception:
                 logger.exception("background health check failed", extra={"ws_diag_event": "refresh_failed"})
-            await asyncio.sleep(self.refresh_interval)
+            await cc.sleep(self.refresh_interval)
 
-    def _run_done(self, started_at: float, task: asyncio.Task[HealthReport]) -> None:
+    def _runnable_now(self) -> tuple[Probe, ...]:  # asyncpg cannot run under trio: see runnable_under
+        if (name := cc.library()) not in self._runnable:
+            self._runnable[name] = runnable_under(self.probes, name)
+        return self._runnable[name]
+
+    def _run_done(self, started_at: float, task: cc.Detached[HealthReport]) -> None:
         self._running.discard(task)
         if self._inflight is task:
             self._inflight = None
@@ -355,15 +357,16 @@ class HealthChecker:
         self.runs += 1
         started = time.perf_counter()
         checked_at = datetime.now(UTC)
-        tasks: dict[str, asyncio.Task[tuple[float, Any]]] = {}
-        for probe in self.probes:
+        probes = self._runnable_now()
+        tasks: dict[str, cc.Detached[tuple[float, Any]]] = {}
+        for probe in probes:
             if probe.name not in self._stragglers:
-                tasks[probe.name] = asyncio.ensure_future(timed(probe))
+                tasks[probe.name] = cc.spawn(timed, probe, name=f"ws_diag probe {probe.name}", inherit_context=True)
         try:
             if tasks:
-                # wait() rather than timeout(): a probe whose cleanup ignores
+                # wait rather than a timeout: a probe whose cleanup ignores
                 # cancellation must not hold the deadline hostage.
-                await asyncio.wait(tasks.values(), timeout=self.timeout)
+                await cc.wait_all(tasks.values(), self.timeout)
         finally:
             late = {name: task for name, task in tasks.items() if not task.done()}
             for name, task in late.items():
@@ -374,12 +377,11 @@ class HealthChecker:
         now = self._clock()
         changes: list[StatusChange] = []
         if started_at < self._judged_started_at:  # older than a run already judged: it may not undo that
-            results = tuple(unjudged(self._result_of(p, tasks.get(p.name)), self._required) for p in self.probes)
+            results = tuple(unjudged(self._result_of(p, tasks.get(p.name)), self._required) for p in probes)
             return HealthReport(results, checked_at, (time.perf_counter() - started) * 1000, generation)
         self._judged_started_at = started_at
         results = tuple(
-            self._judge(self._result_of(probe, tasks.get(probe.name)), now, checked_at, changes)
-            for probe in self.probes
+            self._judge(self._result_of(probe, tasks.get(probe.name)), now, checked_at, changes) for probe in probes
         )
         report = HealthReport(results, checked_at, (time.perf_counter() - started) * 1000, generation)
         for change in changes:
@@ -397,14 +399,14 @@ class HealthChecker:
         required = self._required.get(raw.name, raw.required)
         return self._probe_states.judge(raw, required, now, checked_at, changes)
 
-    def _result_of(self, probe: Probe, task: asyncio.Task[tuple[float, Any]] | None) -> ProbeResult:
+    def _result_of(self, probe: Probe, task: cc.Detached[tuple[float, Any]] | None) -> ProbeResult:
         if task is None:
             return failure(probe, 0.0, ProbeFailed(f"{probe.name}: an earlier check is still running"))
         if not task.done():
             return failure(probe, self.timeout * 1000, TimeoutError(f"no answer within {self.timeout}s"))
         return result(probe, task)
 
-    def _straggler_done(self, name: str, task: asyncio.Task[Any]) -> None:
+    def _straggler_done(self, name: str, task: cc.Detached[Any]) -> None:
         tasks = self._stragglers.get(name)
         if tasks is not None:
             tasks.discard(task)

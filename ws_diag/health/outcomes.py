@@ -8,6 +8,7 @@ from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
+from .._concurrency import Detached
 from ..redaction import describe_exception
 from .probes.base import Probe
 from .report import ProbeResult
@@ -24,9 +25,9 @@ async def timed(probe: Probe) -> tuple[float, Any]:
     return (time.perf_counter() - started) * 1000, outcome
 
 
-def result(probe: Probe, task: asyncio.Task[tuple[float, Any]]) -> ProbeResult:
+def result(probe: Probe, task: Detached[tuple[float, Any]]) -> ProbeResult:
     if task.cancelled():
-        return failure(probe, 0.0, asyncio.CancelledError())
+        return failure(probe, 0.0, asyncio.CancelledError())  # its name is what the report shows, under trio too
     if (raised := task.exception()) is not None:  # a BaseException other than Exception
         return failure(probe, 0.0, raised)
     latency_ms, outcome = task.result()

@@ -72,6 +72,18 @@ class LogEvent(enum.StrEnum):
     HOOK_FAILED = "hook_failed", "ERROR", "ws_diag, ws_diag.health", "a listener or hook raised; logged and ignored"
     HEALTH_CHECK = "health_check", "INFO", "ws_diag.health", "a health run finished (its summary)"
     REFRESH_FAILED = "refresh_failed", "ERROR", "ws_diag.health", "a background health run failed unexpectedly"
+    PROBE_UNSUPPORTED = (
+        "probe_unsupported",
+        "ERROR",
+        "ws_diag.health",
+        "once per probe: its driver needs asyncio and the app runs under trio: not run, never blamed (`probe`)",
+    )
+    UNSUPPORTED_LIBRARY = (
+        "unsupported_library",
+        "ERROR",
+        "ws_diag",
+        "once: the event loop is neither asyncio nor trio; every connection passes through unwatched",
+    )
     STATUS_CHANGE = (
         "status_change",
         "WARNING",

@@ -2,17 +2,18 @@
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import inspect
+import logging
 import os
-import threading
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol, runtime_checkable
 
+from ..._concurrency import call_in_thread
 from ...components import Component, ComponentLike
 
-__all__ = ["CallableProbe", "EnvProbe", "MissingEnvironment", "Probe", "ProbeFailed"]
+__all__ = ["CallableProbe", "EnvProbe", "MissingEnvironment", "Probe", "ProbeFailed", "runnable_under"]
+
+logger = logging.getLogger("ws_diag.health")
 
 ProbeDetails = Mapping[str, Any] | None
 
@@ -44,6 +45,32 @@ class Probe(Protocol):
     async def check(self) -> ProbeDetails:
         """Return when healthy; raise when not."""
         ...
+
+
+def runnable_under(probes: Iterable[Probe], library: str) -> tuple[Probe, ...]:
+    """The probes that can run under the async ``library`` (sniffio's name: asyncpg cannot under trio).
+
+    A probe may say which libraries its driver runs under, as ``async_libraries =
+    ("asyncio",)``; without it, it runs under any. One left out here is left out of
+    every report (the checker asks once per library), with one ERROR line: it is not
+    checked, and no failure is blamed on it.
+    """
+    kept = []
+    for probe in probes:
+        libraries = getattr(probe, "async_libraries", None)
+        if libraries is None or library in libraries:
+            kept.append(probe)
+            continue
+        logger.error(
+            "probe %r (%s) needs %s; this app runs under %s: the probe is not run, "
+            "its component is not checked and no failure is blamed on it",
+            probe.name,
+            type(probe).__name__,
+            " or ".join(libraries),
+            library,
+            extra={"ws_diag_event": "probe_unsupported", "probe": probe.name},
+        )
+    return tuple(kept)
 
 
 class ProbeFailed(Exception):
@@ -104,6 +131,9 @@ class CallableProbe:
         component: the component a failure points at.
         fn: the check.
         required: whether a failure makes the service unhealthy.
+        async_libraries: the async libraries an async ``fn`` runs under (``("asyncio",)`` for
+            one that awaits an asyncio-only driver): under any other it is not run (see
+            :func:`runnable_under`). ``None`` (default): any.
     """
 
     def __init__(
@@ -113,10 +143,12 @@ class CallableProbe:
         fn: Callable[[], Any],
         *,
         required: bool = True,
+        async_libraries: tuple[str, ...] | None = None,
     ) -> None:
         self.name = name
         self.component = component
         self.required = required
+        self.async_libraries = async_libraries
         self._fn = fn
         self._is_async = inspect.iscoroutinefunction(fn) or inspect.iscoroutinefunction(
             getattr(fn, "__call__", None)  # noqa: B004 - an instance with an async __call__
@@ -141,25 +173,8 @@ class CallableProbe:
         if self._thread_busy:
             raise ProbeFailed(f"{self.name}: the previous call has not returned yet")
         self._thread_busy = True
-        loop = asyncio.get_running_loop()
-        future: asyncio.Future[Any] = loop.create_future()
 
-        def settle(ok: bool, value: Any) -> None:
-            if not future.done():
-                if ok:
-                    future.set_result(value)
-                else:
-                    future.set_exception(value)
+        def idle() -> None:
+            self._thread_busy = False
 
-        def work() -> None:
-            try:
-                ok, value = True, self._fn()
-            except Exception as exc:
-                ok, value = False, exc
-            finally:
-                self._thread_busy = False
-            with contextlib.suppress(RuntimeError):  # the loop closed while we ran
-                loop.call_soon_threadsafe(settle, ok, value)
-
-        threading.Thread(target=work, name=f"ws_diag-probe-{self.name}", daemon=True).start()
-        return await future
+        return await call_in_thread(self._fn, name=f"ws_diag-probe-{self.name}", finally_=idle)

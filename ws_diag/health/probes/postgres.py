@@ -34,6 +34,8 @@ class PostgresProbe:
         required: whether a failure makes the service unhealthy.
     """
 
+    async_libraries: tuple[str, ...] = ("asyncio",)  # asyncpg runs under asyncio only (not trio)
+
     def __init__(
         self,
         dsn: str | None = None,

@@ -37,6 +37,8 @@ class RedisProbe:
             Redis is often a cache).
     """
 
+    async_libraries: tuple[str, ...] = ("asyncio",)  # redis-py's asyncio client runs under asyncio only (not trio)
+
     def __init__(
         self,
         url: str | None = None,

@@ -15,6 +15,7 @@ try:
 except ModuleNotFoundError as exc:
     missing(exc, "sqlalchemy", extra="sqlalchemy", feature=__name__)
 
+from ..._concurrency import timeout
 from ...components import Component, ComponentLike
 from .base import CallableProbe, ProbeDetails, ProbeFailed
 
@@ -76,6 +77,8 @@ class SQLAlchemyProbe:
             if isinstance(engine, sqlalchemy.Engine)
             else None
         )
+        # SQLAlchemy's asyncio extension runs under asyncio only; a sync engine runs in a thread anywhere.
+        self.async_libraries: tuple[str, ...] | None = ("asyncio",) if self._sync is None else None
 
     @classmethod
     def from_url(cls, url: str, **options: Any) -> SQLAlchemyProbe:
@@ -103,7 +106,7 @@ class SQLAlchemyProbe:
     async def check(self) -> ProbeDetails:
         """Run ``SELECT 1``; raise on any failure, or ``TimeoutError`` at the deadline."""
         if self._sync is not None:
-            async with asyncio.timeout(self.timeout):
+            async with timeout(self.timeout):
                 await self._sync.check()
         else:
             assert isinstance(self.engine, AsyncEngine)
