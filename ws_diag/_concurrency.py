@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, Any, Generic, Protocol, TypeVar
 
 import anyio
 
+from .logs import LogEvent
+
 try:
     import sniffio
 except ImportError:  # anyio no longer needs it; trio does, so with trio installed it is there
@@ -233,7 +235,9 @@ class _TrioTask(Generic[T]):
             try:
                 callback(self)
             except Exception:
-                logger.exception("ws_diag: a detached task's callback failed", extra={"ws_diag_event": "hook_failed"})
+                logger.exception(
+                    "ws_diag: a detached task's callback failed", extra={"ws_diag_event": LogEvent.HOOK_FAILED}
+                )
 
     def done(self) -> bool:
         return self._done

@@ -10,6 +10,7 @@ import logging
 
 from . import _concurrency as cc
 from ._types import Message, Send
+from .logs import LogEvent
 from .wire.closecodes import (
     CLOSE_INTERNAL_ERROR,
     CLOSE_NORMAL,
@@ -44,7 +45,7 @@ def repaired_close(message: Message) -> Message:
         good_code,
         len(reason) if isinstance(reason, str) else 0,
         len(good_reason or ""),
-        extra={"ws_diag_event": "repaired", "code": good_code},
+        extra={"ws_diag_event": LogEvent.REPAIRED, "code": good_code},
     )
     return {**message, "code": good_code, "reason": good_reason or ""}
 
@@ -93,7 +94,7 @@ async def send_close(send: Send, message: Message) -> Message:
         "server refused close code %s; closed with %s instead",
         code,
         fallback,
-        extra={"ws_diag_event": "strict_fallback", "code": fallback},
+        extra={"ws_diag_event": LogEvent.STRICT_FALLBACK, "code": fallback},
     )
     return second
 
@@ -126,7 +127,7 @@ async def deliver(send: Send, messages: list[Message], send_timeout: float) -> t
         logger.warning(
             "client too slow: frame and close not delivered within %ss",
             send_timeout,
-            extra={"ws_diag_event": "send_timeout"},
+            extra={"ws_diag_event": LogEvent.SEND_TIMEOUT},
         )
         # The close must still go out, with a budget of its own: without it uvicorn
         # drops the connection (1006) and an app waiting for the disconnect never finishes.
@@ -136,7 +137,7 @@ async def deliver(send: Send, messages: list[Message], send_timeout: float) -> t
         return Delivery.SLOW, sent
     except Exception:
         # The first message went, a later one did not: the connection ended in between.
-        logger.debug("client gone before the close was delivered", extra={"ws_diag_event": "client_gone"})
+        logger.debug("client gone before the close was delivered", extra={"ws_diag_event": LogEvent.CLIENT_GONE})
         return Delivery.LATE_GONE, sent
     return Delivery.DELIVERED, sent
 
@@ -147,5 +148,5 @@ async def _last_resort(send: Send, close: Message, send_timeout: float) -> Messa
         async with cc.timeout(send_timeout):
             return await send_close(send, close)
     except Exception:
-        logger.warning("the close could not be delivered either", extra={"ws_diag_event": "send_timeout"})
+        logger.warning("the close could not be delivered either", extra={"ws_diag_event": LogEvent.SEND_TIMEOUT})
         return None

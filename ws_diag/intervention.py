@@ -20,6 +20,7 @@ from .delivery import Delivery, deliver
 from .diagnosis import Diagnosis, valid_request_id
 from .errors import WebSocketComponentError
 from .lifecycle import SCOPE_KEY, Connection, DiagnosisEvent
+from .logs import LogEvent
 from .settings import DiagSettings
 from .wire.closecodes import CLOSE_INTERNAL_ERROR, CLOSE_NORMAL, is_framework_error_close_code
 from .wire.frame import close_reason, frame_json
@@ -110,11 +111,13 @@ class Responder:
             messages = self._messages(scope, diagnosis, accepted)
         except TimeoutError:
             # Still tell the client something, with an incident id for the log.
-            logger.warning("diagnosis passed its deadline; reporting Generic", extra={"ws_diag_event": "deadline"})
+            logger.warning(
+                "diagnosis passed its deadline; reporting Generic", extra={"ws_diag_event": LogEvent.DEADLINE}
+            )
             diagnosis = self._with_request_id(self.diagnoser.fallback(exc), scope)
             messages = self._messages(scope, diagnosis, accepted)
         except Exception as err:
-            log_own_error("ws_diag could not diagnose; falling back to a plain close", err, "fallback")
+            log_own_error("ws_diag could not diagnose; falling back to a plain close", err, LogEvent.FALLBACK)
             if app_close is not None:
                 return Intervention(None, gone=False, app_close=app_close)
             diagnosis, messages = None, _fallback_messages(accepted)
@@ -122,7 +125,7 @@ class Responder:
         outcome, sent = await deliver(send, messages, self.settings.send_timeout)
         if outcome is Delivery.GONE:
             logger.debug(
-                "client gone: the server refused ws_diag's first message", extra={"ws_diag_event": "client_gone"}
+                "client gone: the server refused ws_diag's first message", extra={"ws_diag_event": LogEvent.CLIENT_GONE}
             )
             return Intervention(None, gone=True, app_close=app_close)
         code, status = _outcome(messages)
@@ -136,7 +139,7 @@ class Responder:
             logger.debug(
                 "close sent: code=%s",
                 code,
-                extra={"ws_diag_event": "close_sent", "code": code, "incident_id": diagnosis.incident_id},
+                extra={"ws_diag_event": LogEvent.CLOSE_SENT, "code": code, "incident_id": diagnosis.incident_id},
             )
         event = DiagnosisEvent(diagnosis, code, status, delivered, took_ms, scope.get("path"), exc)
         return Intervention(event, gone=outcome is Delivery.LATE_GONE)
@@ -160,7 +163,7 @@ class Responder:
                 "service restart: session closed with %s, incident_id=%s",
                 code,
                 diagnosis.incident_id,
-                extra={"ws_diag_event": "restart", "code": code, "incident_id": diagnosis.incident_id},
+                extra={"ws_diag_event": LogEvent.RESTART, "code": code, "incident_id": diagnosis.incident_id},
             )
         return delivered
 
@@ -288,7 +291,7 @@ def _log_diagnosis(diagnosis: Diagnosis, code: int | None, took_ms: float, scope
         diagnosis.incident_id,
         extra={
             **fields,
-            "ws_diag_event": "diagnosis",
+            "ws_diag_event": LogEvent.DIAGNOSIS,
             "component": component.key,
             "code": code,
             "incident_id": diagnosis.incident_id,

@@ -10,6 +10,7 @@ from typing import Any, Protocol, runtime_checkable
 
 from ..._concurrency import call_in_thread
 from ...components import Component, ComponentLike
+from ...logs import LogEvent
 
 __all__ = ["CallableProbe", "EnvProbe", "MissingEnvironment", "Probe", "ProbeFailed", "runnable_under"]
 
@@ -68,7 +69,7 @@ def runnable_under(probes: Iterable[Probe], library: str) -> tuple[Probe, ...]:
             type(probe).__name__,
             " or ".join(libraries),
             library,
-            extra={"ws_diag_event": "probe_unsupported", "probe": probe.name},
+            extra={"ws_diag_event": LogEvent.PROBE_UNSUPPORTED, "probe": probe.name},
         )
     return tuple(kept)
 
