@@ -538,20 +538,26 @@ async def test_failure_storm_costs_one_run_per_window() -> None:
     assert all(r is wave[0] and r is not reports[0] for r in wave)
 
 
-async def test_failure_path_does_not_join_an_earlier_run_started_for_another_reason() -> None:
-    """A /health run in flight from before the failure is not its answer: a failure-path run starts beside it."""
-    clock = Clock()
-    slow_health = asyncio.Event()
-    calls = 0
+class UpThenDown:
+    """A database probe: its first call (a /health run begun while the database was up) answers only when
+    ``slow_health`` is set; every later call finds the database down."""
 
-    async def database() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:  # the /health run's probe: started while the database was up, answers late
-            await slow_health.wait()
+    def __init__(self) -> None:
+        self.slow_health = asyncio.Event()
+        self.calls = 0
+
+    async def __call__(self) -> None:
+        self.calls += 1
+        if self.calls == 1:
+            await self.slow_health.wait()
             return
         raise ConnectionRefusedError(111, "Connection refused")
 
+
+async def test_failure_path_does_not_join_an_earlier_run_started_for_another_reason() -> None:
+    """A /health run in flight from before the failure is not its answer: a failure-path run starts beside it."""
+    clock = Clock()
+    database = UpThenDown()
     checker = HealthChecker([FakeProbe("database", database)], timeout=NO_HANG, cache_ttl=60, clock=clock)
     health = asyncio.ensure_future(checker.check())
     await asyncio.sleep(0)
@@ -561,27 +567,17 @@ async def test_failure_path_does_not_join_an_earlier_run_started_for_another_rea
     assert all(r is reports[0] for r in reports)
     assert reports[0].culprit() is not None
     assert not health.done()
-    slow_health.set()
+    database.slow_health.set()
     assert (await health).healthy  # /health got its own run's answer
     assert checker.cached() is reports[0]  # the older run, finishing later, does not replace the newer report
-    assert (checker.runs, calls) == (2, 2)
+    assert (checker.runs, database.calls) == (2, 2)
 
 
 async def test_an_older_run_finishing_later_does_not_undo_the_failure_verdict() -> None:
     """A /health run from before the failure, answering after the failure's run: no "recovered" status change and
     no report hook for its stale readings (metrics would set the component up again)."""
     clock = Clock()
-    slow_health = asyncio.Event()
-    calls = 0
-
-    async def database() -> None:
-        nonlocal calls
-        calls += 1
-        if calls == 1:  # the /health run's probe: started while the database was up, answers late
-            await slow_health.wait()
-            return
-        raise ConnectionRefusedError(111, "Connection refused")
-
+    database = UpThenDown()
     changes: list[tuple[str, str]] = []
     hooked: list[bool] = []
     checker = HealthChecker(
@@ -596,7 +592,7 @@ async def test_an_older_run_finishing_later_does_not_undo_the_failure_verdict() 
     await asyncio.sleep(0)
     clock.now += 0.1
     failed = await checker.check(failure_at=checker.now())
-    slow_health.set()
+    database.slow_health.set()
     assert (await health).healthy  # its callers still get their own run's answer
     assert changes == [("unknown", "failed")]  # no ("failed", "healthy") from the older readings
     assert hooked == [False]
