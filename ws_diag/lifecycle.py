@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Literal
 from . import _concurrency as cc
 from ._types import Scope
 from .diagnosis import Diagnosis
-from .logs import LogEvent
+from .logs import STRUCTURED_FIELDS, LogEvent
 
 if TYPE_CHECKING:
     from .health.report import HealthReport
@@ -60,23 +60,7 @@ logger = logging.getLogger("ws_diag")
 SCOPE_KEY = "ws_diag.connection"
 
 # LogRecord's own attributes and the ones ws_diag puts on its records: extra= may not repeat them.
-_RESERVED_LOG_FIELDS = frozenset(
-    {
-        *logging.makeLogRecord({}).__dict__,
-        "message",
-        "asctime",
-        "ws_diag_event",
-        "component",
-        "code",
-        "incident_id",
-        "took_ms",
-        "diagnosis_source",
-        "probe",
-        "path",
-        "exception",
-        "request_id",
-    }
-)
+_RESERVED_LOG_FIELDS = frozenset({*logging.makeLogRecord({}).__dict__, "message", "asctime", *STRUCTURED_FIELDS})
 
 ConnectionOutcome = Literal["open", "normal", "diagnosed", "client_gone", "error", "restart"]
 

@@ -43,6 +43,11 @@ STRUCTURED_FIELDS = (
     "diagnosis_source",
     "probe",
     "exception",
+    "request_id",
+    "status",
+    "previous_status",
+    "variable",
+    "suggestion",
 )
 """The record attributes ws_diag sets (each only where it applies)."""
 
