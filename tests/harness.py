@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
+
+from clients import CLIENT_TIMEOUT
+from ws_diag.lifecycle import Connection, ConnectionListener
 
 Message = dict[str, Any]
 
@@ -130,3 +134,50 @@ def failing(exc: BaseException) -> Any:
         raise exc
 
     return app
+
+
+class FakeProbe:
+    """A probe whose behaviour the test scripts: a value to return, or an async callable to await."""
+
+    def __init__(self, name: str, behaviour: Any = None, *, component: Any = None, required: bool = True) -> None:
+        from ws_diag import Component
+
+        self.name = name
+        self.component = Component.DATABASE if component is None else component
+        self.required = required
+        self.behaviour = behaviour
+        self.calls = 0
+
+    async def check(self) -> Any:
+        self.calls += 1
+        if callable(self.behaviour):
+            return await self.behaviour()
+        return self.behaviour
+
+
+class SessionLog(ConnectionListener):
+    """A listener recording diagnoses, departures and ended connections; a test waits, bounded, for the ends."""
+
+    def __init__(self) -> None:
+        self.ended: list[Connection] = []
+        self.gone_events: list[Connection] = []
+        self.diagnoses = 0
+        self._changed = asyncio.Event()
+
+    def diagnosed(self, connection: Connection, event: Any) -> None:
+        self.diagnoses += 1
+
+    def client_gone(self, connection: Connection) -> None:
+        self.gone_events.append(connection)
+
+    def closed(self, connection: Connection) -> None:
+        self.ended.append(connection)
+        self._changed.set()
+
+    async def wait(self, count: int) -> list[Connection]:
+        """Wait until ``count`` connections ended (within CLIENT_TIMEOUT)."""
+        async with asyncio.timeout(CLIENT_TIMEOUT):
+            while len(self.ended) < count:
+                self._changed.clear()
+                await self._changed.wait()
+        return self.ended

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 import redis.exceptions
+from harness import SessionLog
 from servers import SERVER_KINDS, run_daphne, run_server
 from starlette.applications import Starlette
 from starlette.exceptions import WebSocketException
@@ -24,7 +25,6 @@ from websockets.asyncio.client import connect
 
 from clients import CLIENT_TIMEOUT, talk
 from ws_diag import DiagnosticsMiddleware, DiagSettings
-from ws_diag.lifecycle import Connection, ConnectionListener
 
 pytestmark = pytest.mark.asyncio
 
@@ -67,30 +67,6 @@ class Recorder:
         except Exception as exc:
             seen.escaped = exc
             raise
-
-
-class Ended(ConnectionListener):
-    """A listener that lets a test wait, bounded, until connections have ended."""
-
-    def __init__(self) -> None:
-        self.ended: list[Connection] = []
-        self.diagnoses = 0
-        self._changed = asyncio.Event()
-
-    def diagnosed(self, connection: Connection, event: Any) -> None:
-        self.diagnoses += 1
-
-    def closed(self, connection: Connection) -> None:
-        self.ended.append(connection)
-        self._changed.set()
-
-    async def wait(self, count: int) -> list[Connection]:
-        """Wait until ``count`` connections ended (within CLIENT_TIMEOUT)."""
-        async with asyncio.timeout(CLIENT_TIMEOUT):
-            while len(self.ended) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.ended
 
 
 def loud_ws_diag_records(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -171,7 +147,7 @@ async def test_own_client_leaving_is_silent(kind: str, debug_logs: pytest.LogCap
         while True:
             await websocket.receive_text()
 
-    ended = Ended()
+    ended = SessionLog()
     recorder = Recorder(
         DiagnosticsMiddleware(
             Starlette(routes=[WebSocketRoute("/ws", endpoint)]), settings=DiagSettings(), listeners=[ended]
@@ -199,7 +175,7 @@ async def test_own_send_failure_is_silent(kind: str, debug_logs: pytest.LogCaptu
         await asyncio.wait_for(client_left.wait(), CLIENT_TIMEOUT)  # busy with an upstream call
         await websocket.send_text("late answer")
 
-    ended = Ended()
+    ended = SessionLog()
     recorder = Recorder(
         DiagnosticsMiddleware(
             Starlette(routes=[WebSocketRoute("/ws", endpoint)]), settings=DiagSettings(), listeners=[ended]

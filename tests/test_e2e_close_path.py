@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from fastapi import FastAPI, HTTPException
-from harness import ws_scope
+from harness import SessionLog, ws_scope
 from prometheus_client import CollectorRegistry
 from servers import SERVER_KINDS, run_server
 from starlette.applications import Starlette
@@ -24,7 +24,6 @@ from websockets.asyncio.client import connect
 from clients import CLIENT_TIMEOUT, talk
 from ws_diag import Component, DiagnosticsMiddleware
 from ws_diag.integrations.prometheus import PrometheusMetrics
-from ws_diag.lifecycle import Connection, ConnectionListener
 
 pytestmark = pytest.mark.asyncio
 
@@ -32,30 +31,6 @@ SURROGATE = "\ud800"  # a lone surrogate: UTF-8 cannot encode it
 # granian where the behaviour concerned is the same; it sends a lone surrogate's text frame as an empty
 # frame instead of refusing it (tests/test_server_facts.py), so ws_diag has nothing to see there.
 WITH_GRANIAN = [*SERVER_KINDS, "granian"]
-
-
-class Sessions(ConnectionListener):
-    """Records client_gone events and ended connections; a test waits, bounded, for them."""
-
-    def __init__(self) -> None:
-        self.gone_events: list[Connection] = []
-        self.ended: list[Connection] = []
-        self._changed = asyncio.Event()
-
-    def client_gone(self, connection: Connection) -> None:
-        self.gone_events.append(connection)
-
-    def closed(self, connection: Connection) -> None:
-        self.ended.append(connection)
-        self._changed.set()
-
-    async def wait(self, count: int) -> list[Connection]:
-        """Wait until ``count`` connections ended (within CLIENT_TIMEOUT)."""
-        async with asyncio.timeout(CLIENT_TIMEOUT):
-            while len(self.ended) < count:
-                self._changed.clear()
-                await self._changed.wait()
-        return self.ended
 
 
 def errors(caplog: pytest.LogCaptureFixture) -> list[logging.LogRecord]:
@@ -150,7 +125,7 @@ async def test_app_close_reason_with_surrogate_is_made_valid(kind: str) -> None:
 @pytest.mark.parametrize("kind", WITH_GRANIAN)
 async def test_loop_that_just_ends_gets_1000(kind: str, caplog: pytest.LogCaptureFixture) -> None:
     """A handler whose loop ends and returns without closing: the client gets 1000 (not 1006 or a bare 1011)."""
-    sessions = Sessions()
+    sessions = SessionLog()
 
     async def endpoint(websocket: WebSocket) -> None:
         await websocket.accept()
@@ -174,7 +149,7 @@ async def test_broadcast_handler_returning_after_peer_left_gets_1000(
     departure (its handler returned after its client left) is quiet on every server."""
     peers: dict[str, WebSocket] = {}
     a_left = asyncio.Event()
-    sessions = Sessions()
+    sessions = SessionLog()
 
     async def endpoint(websocket: WebSocket) -> None:
         name = websocket.path_params["name"]
@@ -221,7 +196,7 @@ async def test_app_returning_after_client_left_is_quiet(kind: str, caplog: pytes
     """The client leaves, the app returns without closing: ws_diag's closing 1000 is refused or discarded
     quietly (no ERROR from ws_diag or the server); a refusal is one client_gone event and outcome."""
     caplog.set_level(logging.DEBUG, logger="ws_diag")
-    sessions = Sessions()
+    sessions = SessionLog()
 
     async def app(scope: Any, receive: Any, send: Any) -> None:
         await receive()
@@ -246,7 +221,7 @@ async def test_app_returning_after_client_left_is_quiet(kind: str, caplog: pytes
 async def test_tracked_disconnect_is_one_client_gone_event_and_outcome(kind: str) -> None:
     """With track_disconnect, a websocket.disconnect the app receives is one client_gone event, outcome
     client_gone, counted in sessions_closed_total{outcome="client_gone"}; after the app's own close, none."""
-    sessions = Sessions()
+    sessions = SessionLog()
     registry = CollectorRegistry()
     metrics = PrometheusMetrics(registry=registry)
 

@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import contextvars
 import threading
-from typing import Any
 
 import pytest
+from harness import FakeProbe
 
 from ws_diag import Component, CustomComponent
 from ws_diag.health import HealthChecker
@@ -18,23 +18,6 @@ pytestmark = pytest.mark.asyncio
 
 # Generous bounds for "it did not hang": correctness, not performance.
 NO_HANG = 5.0
-
-
-class FakeProbe:
-    """A probe whose behaviour the test scripts."""
-
-    def __init__(self, name: str, behaviour: Any = None, *, component: Any = Component.DATABASE, required: bool = True):
-        self.name = name
-        self.component = component
-        self.required = required
-        self.behaviour = behaviour
-        self.calls = 0
-
-    async def check(self) -> Any:
-        self.calls += 1
-        if callable(self.behaviour):
-            return await self.behaviour()
-        return self.behaviour
 
 
 class OddBaseException(BaseException):

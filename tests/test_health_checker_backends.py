@@ -17,6 +17,7 @@ from typing import Any
 import anyio
 import anyio.lowlevel
 import pytest
+from harness import FakeProbe
 
 from ws_diag import Component
 from ws_diag.health import HealthChecker
@@ -32,23 +33,6 @@ NO_HANG = 5.0
 def anyio_backend(request: pytest.FixtureRequest) -> str:
     """Every test runs under asyncio and under trio."""
     return str(request.param)
-
-
-class FakeProbe:
-    """A probe whose behaviour the test scripts."""
-
-    def __init__(self, name: str, behaviour: Any = None, *, component: Any = Component.DATABASE) -> None:
-        self.name = name
-        self.component = component
-        self.required = True
-        self.behaviour = behaviour
-        self.calls = 0
-
-    async def check(self) -> Any:
-        self.calls += 1
-        if callable(self.behaviour):
-            return await self.behaviour()
-        return self.behaviour
 
 
 class AsyncioOnlyProbe(FakeProbe):
