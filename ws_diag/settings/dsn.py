@@ -41,10 +41,15 @@ def _split(url: str, example: str) -> SplitResult:
     return parts
 
 
+def _scheme(url: str) -> str:
+    """The URL's scheme, lower case ("" when it has none)."""
+    return url.partition("://")[0].lower() if "://" in url else ""
+
+
 def check_redis_url(url: str, env: str) -> None:
     """Raise ``ValueError`` unless redis-py's ``Redis.from_url`` accepts ``url``."""
     example = f"{env}=redis://[:password@]host:6379/0"
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
+    scheme = _scheme(url)
     if scheme not in {"redis", "rediss", "unix"}:
         msg = f"needs a redis://, rediss:// or unix:// scheme (redis-py refuses any other), e.g. {example}"
         raise ValueError(msg)
@@ -66,8 +71,7 @@ def check_redis_url(url: str, env: str) -> None:
 def check_postgres_dsn(dsn: str, env: str) -> None:
     """Raise ``ValueError`` unless ``dsn`` has the shape asyncpg's ``connect`` parses."""
     example = f"{env}=postgresql://user:password@host:5432/dbname"
-    scheme = dsn.partition("://")[0].lower() if "://" in dsn else ""
-    if scheme not in {"postgresql", "postgres"}:
+    if _scheme(dsn) not in {"postgresql", "postgres"}:
         # asyncpg takes URLs only: a libpq 'host=... dbname=...' string fails too.
         msg = f"needs a postgresql:// or postgres:// URL (asyncpg takes no other form), e.g. {example}"
         raise ValueError(msg)
@@ -125,11 +129,6 @@ def check_sqlalchemy_url(url: str, env: str) -> None:
 def check_http_url(url: str, env: str) -> None:
     """Raise ``ValueError`` unless ``url`` is an http(s) URL with a host, as HttpProbe requires."""
     example = f"{env}='[\"https://host:8443/health\"]'"
-    scheme = url.partition("://")[0].lower() if "://" in url else ""
-    if scheme not in {"http", "https"}:
-        msg = f"url must be an http:// or https:// URL with a host, e.g. {example}"
-        raise ValueError(msg)
-    parts = _split(url, example)
-    if not parts.hostname:
+    if _scheme(url) not in {"http", "https"} or not _split(url, example).hostname:
         msg = f"url must be an http:// or https:// URL with a host, e.g. {example}"
         raise ValueError(msg)
